@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("routectl: not built yet (see README)");
+    std::process::exit(1);
+}

@@ -1,0 +1,2 @@
+//! `agent`: the node daemon (`gingham-agent`), the operator CLI (`routectl`) and the CNI plugin
+//! (`gingham-cni`).

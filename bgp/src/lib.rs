@@ -1,0 +1,5 @@
+//! `bgp`: Gingham's BGP-4 implementation. It knows nothing of Linux, Kubernetes or IPAM.
+//!
+//! - [`wire`]: the message codec (RFC 4271, 4760, 6793, 4724, 8654, 2918, 1997, 4456, 7606).
+
+pub mod wire;

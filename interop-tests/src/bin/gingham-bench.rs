@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("gingham-bench: not built yet (see README)");
+    std::process::exit(1);
+}

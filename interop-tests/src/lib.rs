@@ -1,0 +1,1 @@
+//! Integration tests and tools: the network-namespace harness, real BGP peers, the lab.
