@@ -475,3 +475,71 @@ pub struct RouteRefresh {
     pub subtype: u8,
     pub safi: Safi,
 }
+
+/// NOTIFICATION error codes and subcodes: RFC 4271 §4.5 and §6, RFC 4486 (Cease), RFC 5492 §5
+/// (Unsupported Capability), RFC 7313 (ROUTE-REFRESH message error), RFC 4271 errata for FSM.
+pub mod error_code {
+    pub const MESSAGE_HEADER: u8 = 1;
+    pub const OPEN_MESSAGE: u8 = 2;
+    pub const UPDATE_MESSAGE: u8 = 3;
+    pub const HOLD_TIMER_EXPIRED: u8 = 4;
+    pub const FSM: u8 = 5;
+    pub const CEASE: u8 = 6;
+    pub const ROUTE_REFRESH_MESSAGE: u8 = 7;
+
+    /// Message Header Error subcodes (RFC 4271 §6.1).
+    pub mod header {
+        pub const CONNECTION_NOT_SYNCHRONIZED: u8 = 1;
+        pub const BAD_MESSAGE_LENGTH: u8 = 2;
+        pub const BAD_MESSAGE_TYPE: u8 = 3;
+    }
+
+    /// OPEN Message Error subcodes (RFC 4271 §6.2, RFC 5492 §5).
+    pub mod open {
+        pub const UNSUPPORTED_VERSION_NUMBER: u8 = 1;
+        pub const BAD_PEER_AS: u8 = 2;
+        pub const BAD_BGP_IDENTIFIER: u8 = 3;
+        pub const UNSUPPORTED_OPTIONAL_PARAMETER: u8 = 4;
+        pub const UNACCEPTABLE_HOLD_TIME: u8 = 6;
+        pub const UNSUPPORTED_CAPABILITY: u8 = 7;
+    }
+
+    /// UPDATE Message Error subcodes (RFC 4271 §6.3).
+    pub mod update {
+        pub const MALFORMED_ATTRIBUTE_LIST: u8 = 1;
+        pub const UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE: u8 = 2;
+        pub const MISSING_WELL_KNOWN_ATTRIBUTE: u8 = 3;
+        pub const ATTRIBUTE_FLAGS_ERROR: u8 = 4;
+        pub const ATTRIBUTE_LENGTH_ERROR: u8 = 5;
+        pub const INVALID_ORIGIN_ATTRIBUTE: u8 = 6;
+        pub const INVALID_NEXT_HOP_ATTRIBUTE: u8 = 8;
+        pub const OPTIONAL_ATTRIBUTE_ERROR: u8 = 9;
+        pub const INVALID_NETWORK_FIELD: u8 = 10;
+        pub const MALFORMED_AS_PATH: u8 = 11;
+    }
+
+    /// Finite State Machine Error subcodes (RFC 6608).
+    pub mod fsm {
+        pub const UNSPECIFIED: u8 = 0;
+        pub const UNEXPECTED_IN_OPENSENT: u8 = 1;
+        pub const UNEXPECTED_IN_OPENCONFIRM: u8 = 2;
+        pub const UNEXPECTED_IN_ESTABLISHED: u8 = 3;
+    }
+
+    /// Cease subcodes (RFC 4486 §4, RFC 8203 for the shutdown communication).
+    pub mod cease {
+        pub const MAXIMUM_PREFIXES_REACHED: u8 = 1;
+        pub const ADMINISTRATIVE_SHUTDOWN: u8 = 2;
+        pub const PEER_DECONFIGURED: u8 = 3;
+        pub const ADMINISTRATIVE_RESET: u8 = 4;
+        pub const CONNECTION_REJECTED: u8 = 5;
+        pub const OTHER_CONFIGURATION_CHANGE: u8 = 6;
+        pub const CONNECTION_COLLISION_RESOLUTION: u8 = 7;
+        pub const OUT_OF_RESOURCES: u8 = 8;
+    }
+
+    /// ROUTE-REFRESH Message Error subcodes (RFC 7313 §5).
+    pub mod route_refresh {
+        pub const INVALID_MESSAGE_LENGTH: u8 = 1;
+    }
+}
