@@ -1,2 +1,6 @@
 //! `agent`: the node daemon (`gingham-agent`), the operator CLI (`routectl`) and the CNI plugin
 //! (`gingham-cni`).
+
+pub mod control;
+pub mod metrics;
+pub mod render;

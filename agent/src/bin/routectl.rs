@@ -1,4 +1,182 @@
-fn main() {
-    eprintln!("routectl: not built yet (see README)");
-    std::process::exit(1);
+//! `routectl`: the operator's view of a node's gingham-agent, over its control socket.
+
+use agent::control::api::{
+    Assignment, BlocksReport, Command, EndpointRecord, IpInfo, IpamReport, PeerInfo, RouteInfo,
+    Summary, Trace,
+};
+use agent::control::call;
+use agent::render;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "routectl",
+    version,
+    about = "Inspect and operate a node's gingham-agent"
+)]
+struct Cli {
+    /// The agent's control socket.
+    #[arg(
+        long,
+        global = true,
+        env = "CONTROL_SOCKET",
+        default_value = "/var/run/gingham/agent.sock"
+    )]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
+    output: Output,
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Node summary and BGP peers (like `calicoctl node status`); or one of the sub-views.
+    Show {
+        #[command(subcommand)]
+        what: Option<Show>,
+    },
+    /// IP address management.
+    Ipam {
+        #[command(subcommand)]
+        what: Ipam,
+    },
+    /// Explain the path from this node to an address: block, owner, kernel route, pod.
+    Trace { ip: Ipv4Addr },
+}
+
+#[derive(Subcommand)]
+enum Show {
+    /// Per peer: state, uptime, capabilities, hold time, prefixes, messages, last error.
+    Peers,
+    /// The Loc-RIB: prefix, next hop, AS path, origin, local pref, source, best, in kernel.
+    Routes,
+    /// Pool usage and blocks (like `calicoctl ipam show --show-blocks`).
+    Blocks,
+    /// Pods on this node.
+    Endpoints,
+}
+
+#[derive(Subcommand)]
+enum Ipam {
+    /// List IPAM inconsistencies.
+    Check,
+    /// Fix the inconsistencies that can be fixed safely.
+    Repair,
+    /// Who holds an address.
+    Show {
+        #[arg(long)]
+        ip: Ipv4Addr,
+    },
+    /// Assign an address outside pods (a VM, a tunnel end, a test).
+    Assign {
+        #[arg(long)]
+        handle: String,
+    },
+    /// Release the address held by a handle (idempotent).
+    Release {
+        #[arg(long)]
+        handle: String,
+    },
+}
+
+fn fetch<T: DeserializeOwned + Serialize>(
+    cli: &Cli,
+    cmd: Command,
+    render: impl Fn(&T) -> String,
+) -> Result<(), String> {
+    let value: T = call(&cli.socket, cmd, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+    match cli.output {
+        Output::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
+            )
+        }
+        Output::Table => print!("{}", render(&value)),
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli) -> Result<(), String> {
+    match &cli.command {
+        Top::Show { what: None } => fetch::<Summary>(cli, Command::Summary, render::summary),
+        Top::Show {
+            what: Some(Show::Peers),
+        } => fetch::<Vec<PeerInfo>>(cli, Command::Peers, |p| render::peers(p)),
+        Top::Show {
+            what: Some(Show::Routes),
+        } => fetch::<Vec<RouteInfo>>(cli, Command::Routes, |r| render::routes(r)),
+        Top::Show {
+            what: Some(Show::Blocks),
+        } => fetch::<BlocksReport>(cli, Command::Blocks, render::blocks),
+        Top::Show {
+            what: Some(Show::Endpoints),
+        } => fetch::<Vec<EndpointRecord>>(cli, Command::Endpoints, |e| render::endpoints(e)),
+        Top::Ipam { what: Ipam::Check } => {
+            fetch::<IpamReport>(cli, Command::IpamCheck, |r| render::ipam_report(r, false))
+        }
+        Top::Ipam { what: Ipam::Repair } => {
+            fetch::<IpamReport>(cli, Command::IpamRepair, |r| render::ipam_report(r, true))
+        }
+        Top::Ipam {
+            what: Ipam::Show { ip },
+        } => fetch::<IpInfo>(cli, Command::IpamShow { ip: *ip }, render::ip_info),
+        Top::Ipam {
+            what: Ipam::Assign { handle },
+        } => fetch::<Assignment>(
+            cli,
+            Command::IpamAssign {
+                handle: handle.clone(),
+                note: None,
+            },
+            |a| match a.ip {
+                Some(ip) => format!("Assigned {ip} to handle {}\n", a.handle),
+                None => format!("No address assigned to handle {}\n", a.handle),
+            },
+        ),
+        Top::Ipam {
+            what: Ipam::Release { handle },
+        } => fetch::<Assignment>(
+            cli,
+            Command::IpamRelease {
+                handle: handle.clone(),
+            },
+            |a| match a.ip {
+                Some(ip) => format!("Released {ip} from handle {}\n", a.handle),
+                None => format!("Handle {} held no address\n", a.handle),
+            },
+        ),
+        Top::Trace { ip } => fetch::<Trace>(cli, Command::Trace { ip: *ip }, render::trace),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("routectl: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -20,7 +20,9 @@ pub const MAX_EXTENDED_MESSAGE_LEN: usize = 65535;
 
 /// Whether the peer is in our AS (iBGP) or another (eBGP): some attributes depend on it
 /// (LOCAL_PREF is mandatory on iBGP and ignored from eBGP, RFC 4271 §5.1.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum PeerType {
     #[default]
     Internal,
@@ -74,6 +76,9 @@ impl MessageType {
 }
 
 /// One BGP message.
+// UPDATE dominates the size; boxing it would cost an allocation per received UPDATE on the hot
+// path, while messages live only between the socket and the RIB.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Open(Open),
@@ -147,8 +152,19 @@ impl Open {
     /// Builds an OPEN for `asn`, putting AS_TRANS in My AS when it does not fit in 2 octets
     /// (RFC 6793 §4.1). The caller includes `Capability::FourOctetAs` in `capabilities`.
     pub fn new(asn: u32, hold_time: u16, bgp_id: Ipv4Addr, capabilities: Vec<Capability>) -> Self {
-        let my_as = if asn > u16::MAX as u32 { AS_TRANS } else { asn as u16 };
-        Open { version: 4, my_as, hold_time, bgp_id, capabilities, other_params: Vec::new() }
+        let my_as = if asn > u16::MAX as u32 {
+            AS_TRANS
+        } else {
+            asn as u16
+        };
+        Open {
+            version: 4,
+            my_as,
+            hold_time,
+            bgp_id,
+            capabilities,
+            other_params: Vec::new(),
+        }
     }
 
     /// The speaker's real AS: from the 4-octet AS capability when present (RFC 6793 §4.1).
@@ -269,7 +285,9 @@ impl Update {
     /// RFC 7606 §2: when any attribute error calls for treat-as-withdraw, every NLRI of the
     /// message (including MP_REACH_NLRI) is handled as withdrawn.
     pub fn is_treat_as_withdraw(&self) -> bool {
-        self.attribute_errors.iter().any(|e| e.action == ErrorAction::TreatAsWithdraw)
+        self.attribute_errors
+            .iter()
+            .any(|e| e.action == ErrorAction::TreatAsWithdraw)
     }
 
     /// End-of-RIB marker for IPv4 unicast (RFC 4724 §2): an UPDATE with nothing in it.
@@ -456,7 +474,11 @@ pub struct Notification {
 
 impl Notification {
     pub fn new(code: u8, subcode: u8, data: impl Into<Bytes>) -> Self {
-        Notification { code, subcode, data: data.into() }
+        Notification {
+            code,
+            subcode,
+            data: data.into(),
+        }
     }
 }
 

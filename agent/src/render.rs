@@ -1,0 +1,366 @@
+//! Human-readable tables for `routectl`, in the style of `calicoctl node status` and
+//! `birdc show protocols`: terse, aligned, one line per thing. `-o json` bypasses all of this.
+
+use crate::control::api::{
+    BlocksReport, EndpointRecord, IpInfo, IpamReport, PeerInfo, RouteInfo, Summary, Trace,
+};
+use std::fmt::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A bordered table like calicoctl's.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let rule: String = widths.iter().fold(String::from("+"), |mut s, w| {
+        s.push_str(&"-".repeat(w + 2));
+        s.push('+');
+        s
+    });
+    let line = |cells: &[String]| {
+        let mut s = String::from("|");
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i] - c.chars().count();
+            let _ = write!(s, " {}{} |", c, " ".repeat(pad));
+        }
+        s
+    };
+    let mut out = String::new();
+    out.push_str(&rule);
+    out.push('\n');
+    out.push_str(&line(
+        &headers.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+    ));
+    out.push('\n');
+    out.push_str(&rule);
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row));
+        out.push('\n');
+    }
+    out.push_str(&rule);
+    out.push('\n');
+    out
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `1h02m03s`-style durations, compact like BIRD's.
+pub fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h:02}h{m:02}m")
+    } else if h > 0 {
+        format!("{h}h{m:02}m{s:02}s")
+    } else if m > 0 {
+        format!("{m}m{s:02}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn since(unix: u64) -> String {
+    if unix == 0 {
+        return "-".into();
+    }
+    format!("{} ago", duration(now().saturating_sub(unix)))
+}
+
+fn peer_type(t: &str) -> &str {
+    match t {
+        "mesh" => "node-to-node mesh",
+        "explicit" => "explicit",
+        other => other,
+    }
+}
+
+/// `routectl show`.
+pub fn summary(s: &Summary) -> String {
+    let mut out = format!(
+        "Gingham agent is running.\nNode {} ({}), AS {}, router ID {}\n\nIPv4 BGP status\n",
+        s.node, s.ip, s.asn, s.router_id
+    );
+    if s.peers.is_empty() {
+        out.push_str("No IPv4 peers found.\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = s
+        .peers
+        .iter()
+        .map(|p| {
+            let state = if p.state == "Established" {
+                "up"
+            } else {
+                "start"
+            };
+            vec![
+                p.address.to_string(),
+                peer_type(&p.peer_type).to_string(),
+                state.to_string(),
+                since(p.since),
+                p.info.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"],
+        &rows,
+    ));
+    out
+}
+
+/// `routectl show peers`: one block per peer, like `birdc show protocols all`.
+pub fn peers(peers: &[PeerInfo]) -> String {
+    if peers.is_empty() {
+        return "No peers.\n".into();
+    }
+    let mut out = String::new();
+    for p in peers {
+        let _ = writeln!(
+            out,
+            "{} port {} AS {} ({})",
+            p.address,
+            p.port,
+            p.asn,
+            peer_type(&p.peer_type)
+        );
+        let up = p.uptime_secs.map(duration).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "  State:          {} (since {}), up {}",
+            p.state,
+            since(p.since),
+            up
+        );
+        let _ = writeln!(out, "  Info:           {}", p.info);
+        if let Some(h) = p.hold_time {
+            let ka = p
+                .keepalive
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(out, "  Hold time:      {h} s, keepalive {ka} s");
+        }
+        if !p.capabilities.is_empty() {
+            let _ = writeln!(out, "  Capabilities:   {}", p.capabilities.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "  Prefixes:       {} received, {} accepted, {} advertised",
+            p.prefixes_received, p.prefixes_accepted, p.prefixes_advertised
+        );
+        let m = |c: &crate::control::api::MessageCounts| {
+            format!(
+                "open {} update {} notification {} keepalive {} refresh {}",
+                c.open, c.update, c.notification, c.keepalive, c.route_refresh
+            )
+        };
+        let _ = writeln!(out, "  Messages in:    {}", m(&p.messages_in));
+        let _ = writeln!(out, "  Messages out:   {}", m(&p.messages_out));
+        let _ = writeln!(out, "  Flaps:          {}", p.flaps);
+        if let Some(e) = &p.last_error {
+            let _ = writeln!(out, "  Last error:     {e}");
+        }
+    }
+    out
+}
+
+/// `routectl show routes`: like `gobgp global rib`, `*>` marks the best path.
+pub fn routes(routes: &[RouteInfo]) -> String {
+    if routes.is_empty() {
+        return "No routes.\n".into();
+    }
+    let rows: Vec<Vec<String>> = routes
+        .iter()
+        .map(|r| {
+            vec![
+                if r.best { "*>".into() } else { "*".into() },
+                r.prefix.to_string(),
+                r.next_hop.to_string(),
+                if r.as_path.is_empty() {
+                    "-".into()
+                } else {
+                    r.as_path.clone()
+                },
+                r.origin.clone(),
+                r.local_pref
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.source.clone(),
+                if r.in_kernel {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "",
+            "PREFIX",
+            "NEXT HOP",
+            "AS PATH",
+            "ORIGIN",
+            "LOCAL PREF",
+            "SOURCE",
+            "KERNEL",
+        ],
+        &rows,
+    )
+}
+
+fn pct(part: u64, total: u64) -> String {
+    if total == 0 {
+        return format!("{part}");
+    }
+    format!("{part} ({}%)", part * 100 / total)
+}
+
+/// `routectl show blocks`: like `calicoctl ipam show --show-blocks`.
+pub fn blocks(b: &BlocksReport) -> String {
+    let mut rows = vec![vec![
+        "IP Pool".to_string(),
+        b.pool.to_string(),
+        "-".into(),
+        b.total.to_string(),
+        pct(b.in_use, b.total),
+        pct(b.free, b.total),
+    ]];
+    for blk in &b.blocks {
+        let total = blk.in_use + blk.free;
+        rows.push(vec![
+            "Block".into(),
+            blk.block.to_string(),
+            blk.node.clone().unwrap_or_else(|| "(none)".into()),
+            total.to_string(),
+            pct(blk.in_use, total),
+            pct(blk.free, total),
+        ]);
+    }
+    table(
+        &[
+            "GROUPING",
+            "CIDR",
+            "NODE",
+            "IPS TOTAL",
+            "IPS IN USE",
+            "IPS FREE",
+        ],
+        &rows,
+    )
+}
+
+/// `routectl show endpoints`.
+pub fn endpoints(eps: &[EndpointRecord]) -> String {
+    if eps.is_empty() {
+        return "No endpoints.\n".into();
+    }
+    let rows: Vec<Vec<String>> = eps
+        .iter()
+        .map(|e| {
+            let short: String = e.container_id.chars().take(12).collect();
+            vec![
+                format!(
+                    "{}/{}",
+                    e.namespace.as_deref().unwrap_or("-"),
+                    e.pod.as_deref().unwrap_or("-")
+                ),
+                short,
+                e.interface.clone(),
+                e.ip.to_string(),
+            ]
+        })
+        .collect();
+    table(&["POD", "CONTAINER", "INTERFACE", "ADDRESS"], &rows)
+}
+
+/// `routectl ipam show --ip`: calicoctl's wording.
+pub fn ip_info(i: &IpInfo) -> String {
+    if !i.assigned {
+        let mut s = format!("IP {} is not assigned\n", i.ip);
+        if let Some(b) = i.block {
+            let _ = writeln!(
+                s,
+                "Block: {b} (node {})",
+                i.block_owner.as_deref().unwrap_or("(none)")
+            );
+        }
+        return s;
+    }
+    let mut s = format!("IP {} is in use\n", i.ip);
+    let _ = writeln!(s, "Handle ID: {}", i.handle.as_deref().unwrap_or("-"));
+    if let Some(b) = i.block {
+        let _ = writeln!(
+            s,
+            "Block: {b} (node {})",
+            i.block_owner.as_deref().unwrap_or("(none)")
+        );
+    }
+    let _ = writeln!(s, "Attributes:");
+    for (k, v) in [
+        ("node", &i.node),
+        ("pod", &i.pod),
+        ("namespace", &i.namespace),
+    ] {
+        if let Some(v) = v {
+            let _ = writeln!(s, "  {k}: {v}");
+        }
+    }
+    s
+}
+
+/// `routectl ipam check` / `repair`: calicoctl's wording.
+pub fn ipam_report(r: &IpamReport, repair: bool) -> String {
+    let mut s = String::from("Checking IPAM for inconsistencies...\n");
+    for p in &r.problems {
+        let _ = writeln!(s, "  {p}");
+    }
+    let _ = writeln!(s, "Check complete; found {} problems.", r.problems.len());
+    if repair {
+        for f in &r.fixed {
+            let _ = writeln!(s, "  fixed: {f}");
+        }
+        let _ = writeln!(s, "Repair complete; fixed {} problems.", r.fixed.len());
+    }
+    s
+}
+
+/// `routectl trace <ip>`.
+pub fn trace(t: &Trace) -> String {
+    let mut s = format!("Path to {} from this node:\n", t.ip);
+    for (i, step) in t.steps.iter().enumerate() {
+        let _ = writeln!(s, "  {}. {step}", i + 1);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_like_calicoctl() {
+        let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "+-----+----+");
+        assert_eq!(lines[1], "| A   | BB |");
+        assert_eq!(lines[3], "| xyz | 1  |");
+        assert!(lines.iter().all(|l| l.chars().count() == lines[0].len()));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(5), "5s");
+        assert_eq!(duration(65), "1m05s");
+        assert_eq!(duration(3723), "1h02m03s");
+        assert_eq!(duration(90000), "1d01h00m");
+    }
+}
