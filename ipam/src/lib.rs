@@ -1,2 +1,9 @@
 //! `ipam`: Calico-style IP address management (pools, blocks, affinities, handles), the `Store`
 //! trait with its backends, and the node registry.
+//!
+//! Everything here is synchronous: the agent calls it from `spawn_blocking`.
+
+pub mod error;
+pub mod store;
+
+pub use error::{IpamError, StoreError};

@@ -1,0 +1,250 @@
+//! The `file` backend, the embedded default: one directory, one JSON file per record at
+//! `<dir>/<kind>/<name>.json`.
+//!
+//! Writes go to a temporary file that is fsynced and renamed over the record, then the directory
+//! is fsynced, so a crash leaves either the old or the new record, never a torn one. Readers need
+//! no lock because rename is atomic; writers take [`DirLock`] for their read-check-write so that
+//! compare-and-swap holds across processes. A file that cannot be read is reported with its path
+//! and left alone: nothing overwrites it silently.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::file_lock::DirLock;
+use super::{names, poll_watch, CorruptRecord, Kind, Listing, Record, Revision, Store, Watch};
+use crate::error::StoreError;
+
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+pub struct FileStore {
+    dir: PathBuf,
+    lock: DirLock,
+}
+
+impl FileStore {
+    /// Opens (and creates if needed) a store in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        for kind in Kind::ALL {
+            let d = dir.join(kind.as_str());
+            fs::create_dir_all(&d).map_err(|e| StoreError::io("cannot create", &d, e))?;
+        }
+        let lock = DirLock::open(&dir.join(".lock"))?;
+        Ok(FileStore { dir, lock })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, kind: Kind, name: &str) -> Result<PathBuf, StoreError> {
+        Ok(self
+            .dir
+            .join(kind.as_str())
+            .join(format!("{}.json", names::escape(name)?)))
+    }
+
+    fn write(&self, path: &Path, rec: &Record) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(rec)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode {}: {e}", rec.name)))?;
+        let parent = path.parent().unwrap_or(&self.dir);
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("record");
+        let tmp = parent.join(format!(".{file_name}.tmp"));
+        let mut f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| StoreError::io("cannot create", &tmp, e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| StoreError::io("cannot write", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| StoreError::io("cannot rename", &tmp, e))?;
+        sync_dir(parent)
+    }
+
+    fn list_dir(dir: &Path, kind: Kind) -> Result<Listing, StoreError> {
+        let mut listing = Listing::default();
+        let entries = fs::read_dir(dir).map_err(|e| StoreError::io("cannot list", dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io("cannot list", dir, e))?;
+            let fname = entry.file_name();
+            let Some(fname) = fname.to_str() else {
+                continue;
+            };
+            // Hidden files are temporaries of writes in progress (or left by a crash).
+            if fname.starts_with('.') || !fname.ends_with(".json") {
+                continue;
+            }
+            match read_record(&entry.path(), kind) {
+                Ok(Some(rec)) => listing.records.push(rec),
+                Ok(None) => {} // deleted since the directory was read
+                Err(StoreError::Corrupt { path, reason }) => {
+                    tracing::warn!(%path, %reason, "skipping unreadable record");
+                    listing.errors.push(CorruptRecord { path, reason });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        listing.records.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(listing)
+    }
+}
+
+/// Reads one record file: `Ok(None)` if there is none, `Err(Corrupt)` if it is unreadable.
+fn read_record(path: &Path, kind: Kind) -> Result<Option<Record>, StoreError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(corrupt(path, e.to_string())),
+    };
+    let rec: Record = serde_json::from_slice(&bytes).map_err(|e| corrupt(path, e.to_string()))?;
+    // A record copied into the wrong place would be found under a name it does not carry.
+    let expected = names::escape(&rec.name).ok().map(|n| format!("{n}.json"));
+    let actual = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string);
+    if rec.kind != kind || expected != actual {
+        return Err(corrupt(
+            path,
+            format!("holds {} {:?}, not what its path says", rec.kind, rec.name),
+        ));
+    }
+    if parse_revision(&rec.revision).is_none() {
+        return Err(corrupt(path, format!("bad revision {:?}", rec.revision.0)));
+    }
+    Ok(Some(rec))
+}
+
+fn corrupt(path: &Path, reason: String) -> StoreError {
+    StoreError::Corrupt {
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("cannot sync", dir, e))
+}
+
+/// A revision is `<generation>-<incarnation>`. The incarnation is drawn when the record is
+/// created and kept by its updates, so a record deleted and created again never repeats a
+/// revision another process may still hold (no ABA), without a global counter to fsync.
+fn parse_revision(rev: &Revision) -> Option<(u64, &str)> {
+    let (gen, inc) = rev.0.split_once('-')?;
+    let gen = gen.parse().ok()?;
+    (!inc.is_empty() && inc.bytes().all(|b| b.is_ascii_hexdigit())).then_some((gen, inc))
+}
+
+fn new_incarnation() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+impl Store for FileStore {
+    fn get(&self, kind: Kind, name: &str) -> Result<Record, StoreError> {
+        let path = self.path(kind, name)?;
+        read_record(&path, kind)?.ok_or_else(|| StoreError::NotFound {
+            kind,
+            name: name.into(),
+        })
+    }
+
+    fn list(&self, kind: Kind) -> Result<Listing, StoreError> {
+        Self::list_dir(&self.dir.join(kind.as_str()), kind)
+    }
+
+    fn create(
+        &self,
+        kind: Kind,
+        name: &str,
+        data: serde_json::Value,
+    ) -> Result<Record, StoreError> {
+        let path = self.path(kind, name)?;
+        let _guard = self.lock.lock()?;
+        // A corrupt file makes `read` fail with Corrupt, so it is never replaced by a create.
+        if read_record(&path, kind)?.is_some() {
+            return Err(StoreError::AlreadyExists {
+                kind,
+                name: name.into(),
+            });
+        }
+        let rec = Record {
+            kind,
+            name: name.into(),
+            revision: Revision(format!("1-{}", new_incarnation())),
+            data,
+        };
+        self.write(&path, &rec)?;
+        Ok(rec)
+    }
+
+    fn update(
+        &self,
+        kind: Kind,
+        name: &str,
+        revision: &Revision,
+        data: serde_json::Value,
+    ) -> Result<Record, StoreError> {
+        let path = self.path(kind, name)?;
+        let _guard = self.lock.lock()?;
+        let cur = read_record(&path, kind)?.ok_or_else(|| StoreError::NotFound {
+            kind,
+            name: name.into(),
+        })?;
+        if &cur.revision != revision {
+            return Err(StoreError::Conflict {
+                kind,
+                name: name.into(),
+                expected: revision.clone(),
+            });
+        }
+        let (gen, inc) =
+            parse_revision(&cur.revision).ok_or_else(|| corrupt(&path, "bad revision".into()))?;
+        let rec = Record {
+            kind,
+            name: name.into(),
+            revision: Revision(format!("{}-{inc}", gen + 1)),
+            data,
+        };
+        self.write(&path, &rec)?;
+        Ok(rec)
+    }
+
+    fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {
+        let path = self.path(kind, name)?;
+        let _guard = self.lock.lock()?;
+        let cur = read_record(&path, kind)?.ok_or_else(|| StoreError::NotFound {
+            kind,
+            name: name.into(),
+        })?;
+        if &cur.revision != revision {
+            return Err(StoreError::Conflict {
+                kind,
+                name: name.into(),
+                expected: revision.clone(),
+            });
+        }
+        fs::remove_file(&path).map_err(|e| StoreError::io("cannot remove", &path, e))?;
+        sync_dir(path.parent().unwrap_or(&self.dir))
+    }
+
+    fn watch(&self, kind: Kind) -> Result<Watch, StoreError> {
+        let dir = self.dir.join(kind.as_str());
+        poll_watch::spawn(kind, WATCH_INTERVAL, move || Self::list_dir(&dir, kind))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+use super::*;
+use serde_json::json;
+
+fn store() -> (tempfile::TempDir, FileStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStore::open(dir.path()).unwrap();
+    (dir, s)
+}
+
+#[test]
+fn records_live_in_one_file_each() {
+    let (dir, s) = store();
+    s.create(
+        Kind::IPAMBlock,
+        "192-168-0-0-26",
+        json!({"cidr": "192.168.0.0/26"}),
+    )
+    .unwrap();
+    s.create(Kind::IPAMHandle, "k8s-pod-network.abc/def", json!({}))
+        .unwrap();
+    let block = dir.path().join("IPAMBlock/192-168-0-0-26.json");
+    let text = fs::read_to_string(&block).unwrap();
+    assert!(text.contains("\"revision\""), "{text}");
+    assert!(dir
+        .path()
+        .join("IPAMHandle/k8s-pod-network.abc%2Fdef.json")
+        .exists());
+    // No temporaries are left behind by a completed write.
+    let hidden: Vec<_> = fs::read_dir(dir.path().join("IPAMBlock"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty());
+    // A second handle on the same directory sees the same data (another process would too).
+    let s2 = FileStore::open(dir.path()).unwrap();
+    assert_eq!(
+        s2.get(Kind::IPAMHandle, "k8s-pod-network.abc/def").unwrap(),
+        s.get(Kind::IPAMHandle, "k8s-pod-network.abc/def").unwrap()
+    );
+}
+
+#[test]
+fn revisions_compare_and_swap() {
+    let (dir, s) = store();
+    let s2 = FileStore::open(dir.path()).unwrap();
+    let r1 = s.create(Kind::Node, "n1", json!({"a": 1})).unwrap();
+    assert!(matches!(
+        s2.create(Kind::Node, "n1", json!({})),
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    let r2 = s2
+        .update(Kind::Node, "n1", &r1.revision, json!({"a": 2}))
+        .unwrap();
+    // The first handle's revision is now stale: its write must fail, not overwrite.
+    match s.update(Kind::Node, "n1", &r1.revision, json!({"a": 3})) {
+        Err(StoreError::Conflict { expected, .. }) => assert_eq!(expected, r1.revision),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        s.delete(Kind::Node, "n1", &r1.revision),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(s.get(Kind::Node, "n1").unwrap().data, json!({"a": 2}));
+    s.delete(Kind::Node, "n1", &r2.revision).unwrap();
+    assert!(matches!(
+        s.update(Kind::Node, "n1", &r2.revision, json!({})),
+        Err(StoreError::NotFound { .. })
+    ));
+    let r3 = s.create(Kind::Node, "n1", json!({})).unwrap();
+    assert!(r3.revision != r1.revision && r3.revision != r2.revision);
+}
+
+#[test]
+fn corrupt_file_is_reported_and_left_untouched() {
+    let (dir, s) = store();
+    s.create(Kind::Node, "good", json!({})).unwrap();
+    let bad = dir.path().join("Node/bad.json");
+    fs::write(&bad, b"{ not json").unwrap();
+    let listing = s.list(Kind::Node).unwrap();
+    assert_eq!(listing.records.len(), 1);
+    assert_eq!(listing.errors.len(), 1);
+    assert_eq!(listing.errors[0].path, bad.display().to_string());
+    match s.get(Kind::Node, "bad") {
+        Err(StoreError::Corrupt { path, .. }) => assert_eq!(path, bad.display().to_string()),
+        other => panic!("{other:?}"),
+    }
+    match s.create(Kind::Node, "bad", json!({})) {
+        Err(StoreError::Corrupt { path, .. }) => assert_eq!(path, bad.display().to_string()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fs::read(&bad).unwrap(), b"{ not json");
+}
+
+#[test]
+fn misplaced_record_is_corrupt() {
+    let (dir, s) = store();
+    s.create(Kind::Node, "a", json!({})).unwrap();
+    fs::copy(
+        dir.path().join("Node/a.json"),
+        dir.path().join("Node/b.json"),
+    )
+    .unwrap();
+    assert!(matches!(
+        s.get(Kind::Node, "b"),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert_eq!(s.list(Kind::Node).unwrap().errors.len(), 1);
+}
+
+#[test]
+fn stale_temporaries_are_ignored() {
+    let (dir, s) = store();
+    fs::write(dir.path().join("Node/.x.json.tmp"), b"partial").unwrap();
+    let listing = s.list(Kind::Node).unwrap();
+    assert!(listing.records.is_empty() && listing.errors.is_empty());
+    s.create(Kind::Node, "x", json!(1)).unwrap();
+    assert_eq!(s.get(Kind::Node, "x").unwrap().data, json!(1));
+}
+
+#[test]
+fn concurrent_cas_increments_lose_nothing() {
+    let (dir, s) = store();
+    s.create(Kind::Node, "counter", json!(0)).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let s = FileStore::open(dir.path()).unwrap();
+            std::thread::spawn(move || {
+                let mut done = 0;
+                while done < 25 {
+                    let r = s.get(Kind::Node, "counter").unwrap();
+                    let n = r.data.as_u64().unwrap();
+                    match s.update(Kind::Node, "counter", &r.revision, json!(n + 1)) {
+                        Ok(_) => done += 1,
+                        Err(StoreError::Conflict { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(s.get(Kind::Node, "counter").unwrap().data, json!(100));
+}
+
+#[test]
+fn watch_polls_changes() {
+    let (dir, s) = store();
+    s.create(Kind::Node, "a", json!(1)).unwrap();
+    let w = s.watch(Kind::Node).unwrap();
+    let t = Duration::from_secs(2);
+    assert!(matches!(w.recv_timeout(t), Some(super::super::WatchEvent::Added(r)) if r.name == "a"));
+    assert_eq!(w.recv_timeout(t), Some(super::super::WatchEvent::Synced));
+    let a = s.get(Kind::Node, "a").unwrap();
+    s.update(Kind::Node, "a", &a.revision, json!(2)).unwrap();
+    assert!(
+        matches!(w.recv_timeout(t), Some(super::super::WatchEvent::Modified(r)) if r.data == json!(2))
+    );
+    let a = s.get(Kind::Node, "a").unwrap();
+    s.delete(Kind::Node, "a", &a.revision).unwrap();
+    assert!(matches!(
+        w.recv_timeout(t),
+        Some(super::super::WatchEvent::Deleted { name, .. }) if name == "a"
+    ));
+    fs::write(dir.path().join("Node/z.json"), b"junk").unwrap();
+    assert!(matches!(
+        w.recv_timeout(t),
+        Some(super::super::WatchEvent::Error(c)) if c.path.ends_with("z.json")
+    ));
+}

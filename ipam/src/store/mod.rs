@@ -1,0 +1,207 @@
+//! The datastore: untyped records with revisions, and the backends that keep them.
+//!
+//! The trait is shaped after the Kubernetes API so that a `kube` backend (CRDs) maps onto it
+//! directly: `create` fails on an existing name (POST → 409), `update` and `delete` carry the
+//! revision read earlier (resourceVersion compare-and-swap, DELETE preconditions), and `watch`
+//! starts with the current state and then streams changes (list + watch; a backend whose watch
+//! cannot resume re-lists and diffs, which the consumer cannot tell apart).
+
+mod file;
+mod file_lock;
+mod memory;
+mod names;
+mod poll_watch;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::error::StoreError;
+pub use file::FileStore;
+pub use memory::MemoryStore;
+
+/// The kinds of record; their names are Calico's CRD kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    IPPool,
+    IPAMBlock,
+    BlockAffinity,
+    IPAMHandle,
+    IPAMConfig,
+    Node,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::IPPool,
+        Kind::IPAMBlock,
+        Kind::BlockAffinity,
+        Kind::IPAMHandle,
+        Kind::IPAMConfig,
+        Kind::Node,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::IPPool => "IPPool",
+            Kind::IPAMBlock => "IPAMBlock",
+            Kind::BlockAffinity => "BlockAffinity",
+            Kind::IPAMHandle => "IPAMHandle",
+            Kind::IPAMConfig => "IPAMConfig",
+            Kind::Node => "Node",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An opaque version of one record, like a Kubernetes resourceVersion: only compared for
+/// equality, never ordered or parsed by callers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Revision(pub String);
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One stored record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub kind: Kind,
+    pub name: String,
+    pub revision: Revision,
+    pub data: serde_json::Value,
+}
+
+/// A record that could not be read, reported instead of silently dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptRecord {
+    pub path: String,
+    pub reason: String,
+}
+
+impl From<CorruptRecord> for StoreError {
+    fn from(c: CorruptRecord) -> Self {
+        StoreError::Corrupt {
+            path: c.path,
+            reason: c.reason,
+        }
+    }
+}
+
+/// The result of a list: the readable records, sorted by name, and the unreadable ones.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listing {
+    pub records: Vec<Record>,
+    pub errors: Vec<CorruptRecord>,
+}
+
+/// A change seen by a watch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent {
+    Added(Record),
+    Modified(Record),
+    Deleted {
+        kind: Kind,
+        name: String,
+    },
+    /// Every record that existed when the watch started has been sent as `Added`.
+    Synced,
+    /// A record could not be read; the watch goes on.
+    Error(CorruptRecord),
+}
+
+/// The receiving end of a watch. Dropping it stops the watch.
+pub struct Watch {
+    rx: Receiver<WatchEvent>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Watch {
+    pub(crate) fn new(rx: Receiver<WatchEvent>, stop: Arc<AtomicBool>) -> Self {
+        Watch { rx, stop }
+    }
+
+    /// The next event, or `None` when the timeout passed or the backend went away.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<WatchEvent> {
+        // Timeout and a vanished backend both mean "nothing now"; the caller decides.
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&self) -> Option<WatchEvent> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A datastore of records, shared by every agent of a cluster.
+pub trait Store: Send + Sync {
+    fn get(&self, kind: Kind, name: &str) -> Result<Record, StoreError>;
+    /// Every readable record of `kind`, sorted by name, and every unreadable one.
+    fn list(&self, kind: Kind) -> Result<Listing, StoreError>;
+    /// Fails with `AlreadyExists` if the name is taken (and with `Corrupt` if an unreadable
+    /// record holds it).
+    fn create(&self, kind: Kind, name: &str, data: serde_json::Value)
+        -> Result<Record, StoreError>;
+    /// Compare-and-swap: fails with `Conflict` unless the stored revision is `revision`.
+    fn update(
+        &self,
+        kind: Kind,
+        name: &str,
+        revision: &Revision,
+        data: serde_json::Value,
+    ) -> Result<Record, StoreError>;
+    /// Compare-and-delete: fails with `Conflict` unless the stored revision is `revision`.
+    fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError>;
+    /// The current records of `kind` as `Added`, then `Synced`, then every change.
+    fn watch(&self, kind: Kind) -> Result<Watch, StoreError>;
+}
+
+/// Opens a datastore from its flag value: `memory` or `file:<dir>`.
+pub fn open(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if spec == "memory" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    match spec.strip_prefix("file:") {
+        Some(dir) if !dir.is_empty() => Ok(Arc::new(FileStore::open(dir)?)),
+        _ => Err(StoreError::UnknownScheme(spec.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_parses_schemes() {
+        assert!(open("memory").is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(open(&format!("file:{}", dir.path().display())).is_ok());
+        for bad in ["", "file:", "etcd://x", "kubernetes:x", "/var/lib/gingham"] {
+            match open(bad) {
+                Err(StoreError::UnknownScheme(s)) => assert_eq!(s, bad),
+                Err(e) => panic!("{bad}: wrong error {e}"),
+                Ok(_) => panic!("{bad}: accepted"),
+            }
+        }
+        let msg = open("etcd://x").err().unwrap().to_string();
+        assert!(msg.contains("file:<dir>"), "{msg}");
+    }
+}

@@ -1,0 +1,59 @@
+//! Record names as file names.
+//!
+//! Names that are already safe (Kubernetes-style names, CIDRs written the Calico way as
+//! `192-168-0-0-26`) are kept as they are, so an operator can find a record with `ls`. Any other
+//! byte is percent-encoded, which keeps the mapping one-to-one: two names never share a file.
+
+use crate::error::StoreError;
+
+/// Longest escaped name: file systems allow 255 bytes, and we add a `.` prefix and `.json.tmp`.
+const MAX_FILE_NAME: usize = 240;
+
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
+}
+
+/// The file stem for a record name.
+pub fn escape(name: &str) -> Result<String, StoreError> {
+    let invalid = |reason: &str| StoreError::InvalidName {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
+    if name.is_empty() {
+        return Err(invalid("empty"));
+    }
+    let mut out = String::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        // A leading dot would make the file hidden, which is how temporary files are told apart.
+        if is_plain(b) && !(i == 0 && b == b'.') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.len() > MAX_FILE_NAME {
+        return Err(invalid("too long"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_are_kept() {
+        assert_eq!(escape("node-1.example").unwrap(), "node-1.example");
+        assert_eq!(escape("192-168-0-0-26").unwrap(), "192-168-0-0-26");
+    }
+
+    #[test]
+    fn unsafe_bytes_are_encoded_one_to_one() {
+        assert_eq!(escape("a/b").unwrap(), "a%2Fb");
+        assert_eq!(escape("..").unwrap(), "%2E.");
+        assert_eq!(escape("a%2Fb").unwrap(), "a%252Fb");
+        assert_ne!(escape("a/b").unwrap(), escape("a-b").unwrap());
+        assert!(escape("").is_err());
+        assert!(escape(&"x".repeat(300)).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! A watch by polling: a thread lists the kind every interval and sends the differences.
+//! Cheap enough for a few hundred records and portable; the thread stops when the `Watch`
+//! is dropped or its receiver is gone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Kind, Listing, Revision, Watch, WatchEvent};
+use crate::error::StoreError;
+
+pub fn spawn<F>(kind: Kind, interval: Duration, list: F) -> Result<Watch, StoreError>
+where
+    F: Fn() -> Result<Listing, StoreError> + Send + 'static,
+{
+    let (tx, rx) = channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The first listing is taken here, so an error (store unreadable) reaches the caller.
+    let first = list()?;
+    let mut seen = Seen::default();
+    if !seen.diff(first, &tx) || tx.send(WatchEvent::Synced).is_err() {
+        return Ok(Watch::new(rx, stop));
+    }
+    let stop2 = stop.clone();
+    std::thread::Builder::new()
+        .name(format!("watch-{kind}"))
+        .spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                std::thread::sleep(interval);
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                match list() {
+                    Ok(listing) => {
+                        if !seen.diff(listing, &tx) {
+                            break;
+                        }
+                    }
+                    // The store may come back (a remounted disk): keep polling.
+                    Err(e) => tracing::warn!(%kind, error = %e, "watch: listing failed"),
+                }
+            }
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start watch thread: {e}")))?;
+    Ok(Watch::new(rx, stop))
+}
+
+#[derive(Default)]
+struct Seen {
+    revisions: BTreeMap<String, Revision>,
+    kinds: BTreeMap<String, Kind>,
+    /// Corrupt files already reported, so one bad file is not reported every interval.
+    corrupt: BTreeSet<(String, String)>,
+}
+
+impl Seen {
+    /// Sends what changed; false when the receiver is gone.
+    fn diff(&mut self, listing: Listing, tx: &Sender<WatchEvent>) -> bool {
+        let mut now = BTreeMap::new();
+        let mut events = Vec::new();
+        for rec in listing.records {
+            now.insert(rec.name.clone(), rec.revision.clone());
+            self.kinds.insert(rec.name.clone(), rec.kind);
+            match self.revisions.get(&rec.name) {
+                None => events.push(WatchEvent::Added(rec)),
+                Some(r) if *r != rec.revision => events.push(WatchEvent::Modified(rec)),
+                Some(_) => {}
+            }
+        }
+        for name in self.revisions.keys() {
+            if !now.contains_key(name) {
+                if let Some(kind) = self.kinds.remove(name) {
+                    events.push(WatchEvent::Deleted {
+                        kind,
+                        name: name.clone(),
+                    });
+                }
+            }
+        }
+        let corrupt: BTreeSet<_> = listing
+            .errors
+            .into_iter()
+            .map(|c| (c.path, c.reason))
+            .collect();
+        for (path, reason) in corrupt.difference(&self.corrupt) {
+            events.push(WatchEvent::Error(super::CorruptRecord {
+                path: path.clone(),
+                reason: reason.clone(),
+            }));
+        }
+        self.corrupt = corrupt;
+        self.revisions = now;
+        events.into_iter().all(|ev| tx.send(ev).is_ok())
+    }
+}
