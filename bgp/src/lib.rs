@@ -3,4 +3,5 @@
 //! - [`wire`]: the message codec (RFC 4271, 4760, 6793, 4724, 8654, 2918, 1997, 4456, 7606).
 
 pub mod fsm;
+pub mod rib;
 pub mod wire;

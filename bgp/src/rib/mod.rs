@@ -1,0 +1,530 @@
+//! The routing information bases: Adj-RIB-In per peer, the Loc-RIB with the decision process,
+//! and Adj-RIB-Out per peer (RFC 4271 §3.2, §9). Pure data structures; the speaker drives them.
+
+mod adj_out;
+mod decision;
+mod intern;
+#[cfg(test)]
+mod tests;
+
+pub use adj_out::{AdjRibOut, OutBatch};
+pub use decision::{select_best, BestReason, Candidate, DEFAULT_LOCAL_PREF};
+pub use intern::AttrInterner;
+
+use crate::wire::{AsPathSegment, Origin, PathAttributes, PeerType, Update};
+use ipnet::{IpNet, Ipv4Net};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+/// Where a route came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum RouteSource {
+    Local,
+    Peer(IpAddr),
+}
+
+/// A change of the best route of a prefix, for subscribers (the agent's kernel writer).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum RouteEvent {
+    /// `prefix` is now reached via `next_hop`. For a local route `next_hop` is the configured
+    /// next hop or our router ID; the agent drops its kernel route for local sources.
+    Best {
+        prefix: Ipv4Net,
+        next_hop: Ipv4Addr,
+        source: RouteSource,
+    },
+    Withdrawn {
+        prefix: Ipv4Net,
+    },
+}
+
+/// One path of a prefix, for `routes()`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteView {
+    pub prefix: Ipv4Net,
+    pub next_hop: Ipv4Addr,
+    pub as_path: String,
+    pub origin: String,
+    pub local_pref: Option<u32>,
+    pub med: Option<u32>,
+    /// Peer address or "local".
+    pub source: String,
+    pub best: bool,
+    /// Why this path won (only on the best path).
+    pub reason: Option<String>,
+}
+
+/// What the decision process needs to know about the peer a route came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub address: IpAddr,
+    pub router_id: Ipv4Addr,
+    pub remote_as: u32,
+    pub peer_type: PeerType,
+}
+
+/// One candidate route for a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path {
+    pub source: RouteSource,
+    pub attrs: Arc<PathAttributes>,
+}
+
+#[derive(Debug, Default)]
+struct Destination {
+    /// Candidate paths; after every decision the best one is `paths[0]`.
+    paths: Vec<Path>,
+    /// Why `paths[0]` won; `None` when there is no path.
+    best: Option<BestReason>,
+}
+
+/// A received route: its attributes and whether it passed import checks (AS loop etc.).
+#[derive(Debug, Clone)]
+struct AdjInEntry {
+    attrs: Arc<PathAttributes>,
+    accepted: bool,
+}
+
+#[derive(Debug)]
+struct PeerRib {
+    info: PeerInfo,
+    adj_in: HashMap<Ipv4Net, AdjInEntry>,
+    accepted: u64,
+    /// Present while the session is Established.
+    out: Option<AdjRibOut>,
+}
+
+/// Per-peer prefix counts for status output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerCounts {
+    pub received: u64,
+    pub accepted: u64,
+    pub advertised: u64,
+}
+
+/// Every RIB of the speaker.
+#[derive(Debug)]
+pub struct Rib {
+    local_as: u32,
+    router_id: Ipv4Addr,
+    loc: BTreeMap<Ipv4Net, Destination>,
+    peers: HashMap<IpAddr, PeerRib>,
+    interner: AttrInterner,
+}
+
+impl Rib {
+    pub fn new(local_as: u32, router_id: Ipv4Addr) -> Self {
+        Rib {
+            local_as,
+            router_id,
+            loc: BTreeMap::new(),
+            peers: HashMap::new(),
+            interner: AttrInterner::default(),
+        }
+    }
+
+    /// A session came up: start its Adj-RIB-In and queue the whole table for it (the initial
+    /// dump, followed by End-of-RIB).
+    pub fn peer_up(&mut self, info: PeerInfo, local_addr: Ipv4Addr) -> Vec<RouteEvent> {
+        let events = self.peer_down(info.address);
+        let mut out = AdjRibOut::new(info, self.local_as, local_addr);
+        for (prefix, dest) in &self.loc {
+            if dest.best.is_some() {
+                out.mark_dirty(*prefix);
+            }
+        }
+        self.peers.insert(
+            info.address,
+            PeerRib {
+                info,
+                adj_in: HashMap::new(),
+                accepted: 0,
+                out: Some(out),
+            },
+        );
+        events
+    }
+
+    /// The session went down: every route it sent is withdrawn at once.
+    pub fn peer_down(&mut self, address: IpAddr) -> Vec<RouteEvent> {
+        let Some(peer) = self.peers.remove(&address) else {
+            return Vec::new();
+        };
+        let source = RouteSource::Peer(address);
+        let mut events = Vec::new();
+        for (prefix, entry) in peer.adj_in {
+            if entry.accepted {
+                self.remove_path(prefix, source, &mut events);
+            }
+        }
+        self.interner.sweep();
+        events
+    }
+
+    /// Applies a received UPDATE (RFC 4271 §9.1); returns the best-route changes.
+    pub fn apply_update(&mut self, address: IpAddr, update: &Update) -> Vec<RouteEvent> {
+        let Some(peer) = self.peers.get(&address) else {
+            return Vec::new();
+        };
+        let info = peer.info;
+        let mut withdrawn: Vec<Ipv4Net> = update.withdrawn.clone();
+        let mut announced: Vec<(Ipv4Net, Option<Ipv4Addr>)> = Vec::new();
+        let mut attrs = update.attributes.clone();
+        // IPv4 unicast may also come in MP_REACH/MP_UNREACH (RFC 4760 §3, §4).
+        if let Some(mp) = attrs.mp_unreach.take() {
+            withdrawn.extend(mp.withdrawn.iter().filter_map(v4));
+        }
+        if let Some(mp) = attrs.mp_reach.take() {
+            let nh = mp.next_hops.iter().find_map(|a| match a {
+                IpAddr::V4(a) => Some(*a),
+                IpAddr::V6(_) => None,
+            });
+            announced.extend(mp.nlri.iter().filter_map(v4).map(|p| (p, nh)));
+        }
+        announced.extend(update.nlri.iter().map(|p| (*p, None)));
+        // RFC 7606 §2 treat-as-withdraw: every prefix of the message is withdrawn.
+        if update.is_treat_as_withdraw() {
+            withdrawn.extend(announced.drain(..).map(|(p, _)| p));
+        }
+
+        let mut events = Vec::new();
+        let source = RouteSource::Peer(address);
+        for prefix in withdrawn {
+            let was_accepted = self
+                .peers
+                .get_mut(&address)
+                .and_then(|p| p.adj_in.remove(&prefix))
+                .map(|e| e.accepted);
+            if was_accepted == Some(true) {
+                if let Some(p) = self.peers.get_mut(&address) {
+                    p.accepted -= 1;
+                }
+                self.remove_path(prefix, source, &mut events);
+            }
+        }
+        if announced.is_empty() {
+            return events;
+        }
+        let accepted = self.import_allowed(&info, &attrs);
+        let shared = self.interner.intern(attrs.clone());
+        for (prefix, mp_next_hop) in announced {
+            let attrs = match mp_next_hop {
+                Some(nh) if shared.next_hop.is_none() => self.interner.intern(PathAttributes {
+                    next_hop: Some(nh),
+                    ..attrs.clone()
+                }),
+                _ => shared.clone(),
+            };
+            let Some(peer) = self.peers.get_mut(&address) else {
+                break;
+            };
+            let old = peer.adj_in.insert(
+                prefix,
+                AdjInEntry {
+                    attrs: attrs.clone(),
+                    accepted,
+                },
+            );
+            let was = old.is_some_and(|e| e.accepted);
+            peer.accepted = peer.accepted + accepted as u64 - was as u64;
+            if accepted {
+                self.upsert_path(prefix, Path { source, attrs }, &mut events);
+            } else if was {
+                self.remove_path(prefix, source, &mut events);
+            }
+        }
+        events
+    }
+
+    /// Import checks (RFC 4271 §9.1.2): a route from eBGP whose AS_PATH already holds our AS is
+    /// a loop; from iBGP a route carrying our router ID as ORIGINATOR_ID came back to us
+    /// (RFC 4456 §8).
+    fn import_allowed(&self, peer: &PeerInfo, attrs: &PathAttributes) -> bool {
+        match peer.peer_type {
+            PeerType::External => !attrs
+                .as_path
+                .as_ref()
+                .is_some_and(|p| p.contains(self.local_as)),
+            PeerType::Internal => attrs.originator_id != Some(self.router_id),
+        }
+    }
+
+    /// Originates `prefix` (next hop `None` = ourselves, next-hop-self on every session).
+    pub fn originate(&mut self, prefix: Ipv4Net, next_hop: Option<Ipv4Addr>) -> Vec<RouteEvent> {
+        let attrs = self.interner.intern(PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(Default::default()),
+            next_hop,
+            ..Default::default()
+        });
+        let mut events = Vec::new();
+        self.upsert_path(
+            prefix,
+            Path {
+                source: RouteSource::Local,
+                attrs,
+            },
+            &mut events,
+        );
+        events
+    }
+
+    pub fn withdraw_local(&mut self, prefix: Ipv4Net) -> Vec<RouteEvent> {
+        let mut events = Vec::new();
+        self.remove_path(prefix, RouteSource::Local, &mut events);
+        events
+    }
+
+    fn upsert_path(&mut self, prefix: Ipv4Net, path: Path, events: &mut Vec<RouteEvent>) {
+        let dest = self.loc.entry(prefix).or_default();
+        let old = dest.best.map(|_| dest.paths[0].clone());
+        match dest.paths.iter_mut().find(|p| p.source == path.source) {
+            Some(p) if p.attrs == path.attrs => return,
+            Some(p) => *p = path,
+            None => dest.paths.push(path),
+        }
+        self.decide(prefix, old, events);
+    }
+
+    fn remove_path(&mut self, prefix: Ipv4Net, source: RouteSource, events: &mut Vec<RouteEvent>) {
+        let Some(dest) = self.loc.get_mut(&prefix) else {
+            return;
+        };
+        let old = dest.best.map(|_| dest.paths[0].clone());
+        let before = dest.paths.len();
+        dest.paths.retain(|p| p.source != source);
+        if dest.paths.len() != before {
+            self.decide(prefix, old, events);
+        }
+    }
+
+    /// Re-runs the decision process for `prefix`; reports a change of the best path to
+    /// subscribers (when its source or next hop moved) and to every Adj-RIB-Out.
+    fn decide(&mut self, prefix: Ipv4Net, old: Option<Path>, events: &mut Vec<RouteEvent>) {
+        let Some(dest) = self.loc.get(&prefix) else {
+            return;
+        };
+        let best = {
+            let cands: Vec<Candidate<'_>> = dest
+                .paths
+                .iter()
+                .map(|p| Candidate {
+                    source: p.source,
+                    attrs: &p.attrs,
+                    peer: self.peer_info(p.source),
+                })
+                .collect();
+            select_best(self.local_as, &cands)
+        };
+        let new = best.map(|(i, _)| dest.paths[i].clone());
+        let new_event = new.as_ref().map(|p| self.best_event(prefix, p));
+        let old_event = old.as_ref().map(|p| self.best_event(prefix, p));
+        let changed_path = match (&old, &new) {
+            (Some(a), Some(b)) => a.source != b.source || !Arc::ptr_eq(&a.attrs, &b.attrs),
+            (None, None) => false,
+            _ => true,
+        };
+        match best {
+            None => {
+                self.loc.remove(&prefix);
+            }
+            Some((i, reason)) => {
+                if let Some(dest) = self.loc.get_mut(&prefix) {
+                    dest.paths.swap(0, i);
+                    dest.best = Some(reason);
+                }
+            }
+        }
+        if new_event != old_event {
+            events.push(new_event.unwrap_or(RouteEvent::Withdrawn { prefix }));
+        }
+        if changed_path {
+            for peer in self.peers.values_mut() {
+                if let Some(out) = peer.out.as_mut() {
+                    out.mark_dirty(prefix);
+                }
+            }
+        }
+    }
+
+    fn peer_info(&self, source: RouteSource) -> Option<&PeerInfo> {
+        match source {
+            RouteSource::Local => None,
+            RouteSource::Peer(a) => self.peers.get(&a).map(|p| &p.info),
+        }
+    }
+
+    fn best_event(&self, prefix: Ipv4Net, path: &Path) -> RouteEvent {
+        let next_hop = match path.source {
+            RouteSource::Local => path.attrs.next_hop.unwrap_or(self.router_id),
+            RouteSource::Peer(addr) => path.attrs.next_hop.unwrap_or(match addr {
+                IpAddr::V4(a) => a,
+                IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            }),
+        };
+        RouteEvent::Best {
+            prefix,
+            next_hop,
+            source: path.source,
+        }
+    }
+
+    /// The pending UPDATE content for an established peer (empty when nothing changed).
+    pub fn take_batch(&mut self, address: IpAddr) -> OutBatch {
+        let Some(mut out) = self.peers.get_mut(&address).and_then(|p| p.out.take()) else {
+            return OutBatch::default();
+        };
+        let batch = {
+            let loc = &self.loc;
+            let peers = &self.peers;
+            out.take_batch(&mut self.interner, |prefix| {
+                let dest = loc.get(prefix)?;
+                dest.best?;
+                let path = &dest.paths[0];
+                let from = match path.source {
+                    RouteSource::Local => None,
+                    RouteSource::Peer(a) => peers.get(&a).map(|p| &p.info),
+                };
+                Some((path, from))
+            })
+        };
+        if let Some(p) = self.peers.get_mut(&address) {
+            p.out = Some(out);
+        }
+        batch
+    }
+
+    /// Peers whose Adj-RIB-Out has something to send.
+    pub fn peers_with_work(&self) -> Vec<IpAddr> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.out.as_ref().is_some_and(|o| o.has_work()))
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// ROUTE-REFRESH (RFC 2918 §4): re-advertise the whole table to `address`.
+    pub fn refresh(&mut self, address: IpAddr) {
+        let Some(out) = self.peers.get_mut(&address).and_then(|p| p.out.as_mut()) else {
+            return;
+        };
+        out.reset();
+        for (prefix, dest) in &self.loc {
+            if dest.best.is_some() {
+                out.mark_dirty(*prefix);
+            }
+        }
+    }
+
+    /// The Adj-RIB-In of `address`: every received prefix, its attributes and whether it was
+    /// accepted by the import checks.
+    pub fn received(&self, address: IpAddr) -> Vec<(Ipv4Net, Arc<PathAttributes>, bool)> {
+        self.peers.get(&address).map_or_else(Vec::new, |p| {
+            p.adj_in
+                .iter()
+                .map(|(n, e)| (*n, e.attrs.clone(), e.accepted))
+                .collect()
+        })
+    }
+
+    pub fn counts(&self, address: IpAddr) -> PeerCounts {
+        self.peers
+            .get(&address)
+            .map_or_else(PeerCounts::default, |p| PeerCounts {
+                received: p.adj_in.len() as u64,
+                accepted: p.accepted,
+                advertised: p.out.as_ref().map_or(0, |o| o.advertised_count() as u64),
+            })
+    }
+
+    /// The current best route of every prefix, as `Best` events (a subscriber's first view).
+    pub fn best_routes(&self) -> Vec<RouteEvent> {
+        self.loc
+            .iter()
+            .filter_map(|(prefix, d)| d.best.map(|_| self.best_event(*prefix, &d.paths[0])))
+            .collect()
+    }
+
+    /// The best path of `prefix` and why it won.
+    pub fn best(&self, prefix: &Ipv4Net) -> Option<(&Path, BestReason)> {
+        let d = self.loc.get(prefix)?;
+        d.best.map(|r| (&d.paths[0], r))
+    }
+
+    /// Every path of every prefix, best first.
+    pub fn routes(&self) -> Vec<RouteView> {
+        let mut views = Vec::new();
+        for (prefix, dest) in &self.loc {
+            for (i, path) in dest.paths.iter().enumerate() {
+                let a = &path.attrs;
+                let Some(RouteEvent::Best { next_hop, .. }) = Some(self.best_event(*prefix, path))
+                else {
+                    continue;
+                };
+                views.push(RouteView {
+                    prefix: *prefix,
+                    next_hop,
+                    as_path: as_path_text(a),
+                    origin: match a.origin {
+                        Some(Origin::Igp) => "IGP",
+                        Some(Origin::Egp) => "EGP",
+                        Some(Origin::Incomplete) | None => "incomplete",
+                    }
+                    .to_string(),
+                    local_pref: a.local_pref,
+                    med: a.med,
+                    source: match path.source {
+                        RouteSource::Local => "local".to_string(),
+                        RouteSource::Peer(addr) => addr.to_string(),
+                    },
+                    best: i == 0 && dest.best.is_some(),
+                    reason: dest.best.filter(|_| i == 0).map(|r| r.as_str().to_string()),
+                });
+            }
+        }
+        views
+    }
+
+    pub fn prefix_count(&self) -> usize {
+        self.loc.len()
+    }
+
+    /// Number of distinct attribute sets held (after sharing).
+    pub fn attribute_sets(&self) -> usize {
+        self.interner.len()
+    }
+}
+
+fn v4(net: &IpNet) -> Option<Ipv4Net> {
+    match net {
+        IpNet::V4(n) => Some(*n),
+        IpNet::V6(_) => None,
+    }
+}
+
+/// AS_PATH as operators write it: "65001 65002 {65003 65004}".
+fn as_path_text(a: &PathAttributes) -> String {
+    let Some(path) = &a.as_path else {
+        return String::new();
+    };
+    let parts: Vec<String> = path
+        .segments
+        .iter()
+        .map(|s| match s {
+            AsPathSegment::Sequence(v) => v
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            AsPathSegment::Set(v) => format!(
+                "{{{}}}",
+                v.iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        })
+        .collect();
+    parts.join(" ")
+}
