@@ -4,6 +4,8 @@
 //! Everything here is synchronous: the agent calls it from `spawn_blocking`.
 
 pub mod error;
+pub mod registry;
+pub mod resources;
 pub mod store;
 
 pub use error::{IpamError, StoreError};

@@ -1,0 +1,49 @@
+//! IPAMConfig: the cluster-wide allocation policy, one record named `default`.
+
+use serde::{Deserialize, Serialize};
+
+use super::Resource;
+use crate::store::Kind;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamConfig {
+    /// When set, a node never borrows from another node's block.
+    #[serde(default)]
+    pub strict_affinity: bool,
+    #[serde(default = "yes")]
+    pub auto_allocate_blocks: bool,
+    /// 0 means the default of 20.
+    #[serde(rename = "maxBlocksPerHost", default)]
+    pub max_blocks_per_host: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for IpamConfig {
+    fn default() -> Self {
+        IpamConfig {
+            strict_affinity: false,
+            auto_allocate_blocks: true,
+            max_blocks_per_host: 0,
+        }
+    }
+}
+
+impl Resource for IpamConfig {
+    const KIND: Kind = Kind::IPAMConfig;
+}
+
+impl IpamConfig {
+    pub const NAME: &'static str = "default";
+    pub const DEFAULT_MAX_BLOCKS: u32 = 20;
+
+    pub fn block_limit(&self) -> u32 {
+        if self.max_blocks_per_host == 0 {
+            Self::DEFAULT_MAX_BLOCKS
+        } else {
+            self.max_blocks_per_host
+        }
+    }
+}

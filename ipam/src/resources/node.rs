@@ -1,0 +1,29 @@
+//! Node: a member of the BGP mesh, its address and AS.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::Resource;
+use crate::store::Kind;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub asn: u32,
+    /// Unix seconds of the last heartbeat.
+    pub last_heartbeat: u64,
+}
+
+impl Resource for NodeRecord {
+    const KIND: Kind = Kind::Node;
+
+    fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("empty node name".into());
+        }
+        Ok(())
+    }
+}
