@@ -4,4 +4,5 @@
 
 pub mod fsm;
 pub mod rib;
+pub mod session;
 pub mod wire;

@@ -1,0 +1,333 @@
+//! The driver over scripted streams (`tokio::io::duplex`: bytes in, expected bytes out) and
+//! over real loopback TCP.
+
+use super::*;
+use crate::fsm::FsmConfig;
+use crate::wire::{error_code, Open, PathAttributes};
+use std::net::Ipv4Addr;
+use tokio::io::DuplexStream;
+
+const OUR_ID: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const PEER_ID: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Harness {
+    /// The peer's end of the connection.
+    peer: DuplexStream,
+    rbuf: BytesMut,
+    events: mpsc::Receiver<(ConnId, SessionEvent)>,
+    commands: mpsc::Sender<SessionCommand>,
+    task: tokio::task::JoinHandle<DownReason>,
+    counters: Arc<MessageCounters>,
+}
+
+fn start(hold: u16, origin: ConnectionOrigin) -> Harness {
+    let (ours, peer) = tokio::io::duplex(64 * 1024);
+    let (etx, events) = mpsc::channel(64);
+    let (commands, crx) = mpsc::channel(8);
+    let counters = Arc::new(MessageCounters::default());
+    let params = SessionParams {
+        conn: 7,
+        fsm: FsmConfig::new(65000, 65000, OUR_ID, hold),
+        origin,
+        local_addr: Some("127.0.0.1".parse().unwrap()),
+        counters: counters.clone(),
+    };
+    let task = tokio::spawn(run_session(ours, params, etx, crx));
+    Harness {
+        peer,
+        rbuf: BytesMut::new(),
+        events,
+        commands,
+        task,
+        counters,
+    }
+}
+
+impl Harness {
+    async fn write(&mut self, msg: &Message, ctx: &SessionContext) {
+        let mut b = BytesMut::new();
+        encode_message(msg, ctx, &mut b).unwrap();
+        self.peer.write_all(&b).await.unwrap();
+    }
+
+    /// The next message the session sent, or `None` when it closed the connection.
+    async fn read(&mut self) -> Option<Message> {
+        let ctx = SessionContext {
+            four_octet_as: true,
+            ..Default::default()
+        };
+        loop {
+            if let Some(len) = frame_length(&self.rbuf, &ctx).unwrap() {
+                if self.rbuf.len() >= len {
+                    let m = decode_message(&self.rbuf[..len], &ctx).unwrap();
+                    self.rbuf.advance(len);
+                    return Some(m);
+                }
+            }
+            let n = tokio::time::timeout(WAIT, self.peer.read_buf(&mut self.rbuf))
+                .await
+                .expect("session sent nothing")
+                .unwrap();
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    async fn event(&mut self) -> SessionEvent {
+        let (conn, ev) = tokio::time::timeout(WAIT, self.events.recv())
+            .await
+            .expect("no session event")
+            .expect("event channel closed");
+        assert_eq!(conn, 7);
+        ev
+    }
+
+    /// Skips state changes.
+    async fn next_non_state_event(&mut self) -> SessionEvent {
+        loop {
+            match self.event().await {
+                SessionEvent::StateChanged(_) => continue,
+                e => return e,
+            }
+        }
+    }
+
+    async fn expect_notification(&mut self) -> Notification {
+        loop {
+            match self.read().await {
+                Some(Message::Notification(n)) => return n,
+                Some(_) => continue,
+                None => panic!("closed without NOTIFICATION"),
+            }
+        }
+    }
+
+    /// Runs the OPEN/KEEPALIVE exchange up to Established.
+    async fn establish(&mut self, peer_hold: u16) -> Negotiated {
+        let Some(Message::Open(open)) = self.read().await else {
+            panic!("no OPEN")
+        };
+        assert_eq!((open.asn(), open.bgp_id), (65000, OUR_ID));
+        let ctx = SessionContext::default();
+        let theirs = Open::new(
+            65000,
+            peer_hold,
+            PEER_ID,
+            FsmConfig::default_capabilities(65000),
+        );
+        self.write(&Message::Open(theirs), &ctx).await;
+        assert_eq!(self.read().await, Some(Message::Keepalive));
+        self.write(&Message::Keepalive, &ctx).await;
+        loop {
+            match self.next_non_state_event().await {
+                SessionEvent::OpenReceived(_) => continue,
+                SessionEvent::Established {
+                    negotiated,
+                    local_addr,
+                } => {
+                    assert_eq!(local_addr, Some("127.0.0.1".parse().unwrap()));
+                    return negotiated;
+                }
+                e => panic!("unexpected {e:?}"),
+            }
+        }
+    }
+
+    async fn closed(&mut self) -> DownReason {
+        loop {
+            if let SessionEvent::Closed(r) = self.event().await {
+                return r;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn establishes_and_delivers_updates_then_closes_on_eof() {
+    let mut h = start(90, ConnectionOrigin::Local);
+    let n = h.establish(90).await;
+    assert_eq!((n.hold_time, n.keepalive), (90, 30));
+    assert!(n.context.four_octet_as);
+    let update = Update {
+        attributes: PathAttributes {
+            origin: Some(crate::wire::Origin::Igp),
+            as_path: Some(Default::default()),
+            next_hop: Some("127.0.0.2".parse().unwrap()),
+            local_pref: Some(100),
+            ..Default::default()
+        },
+        nlri: vec!["192.168.7.0/26".parse().unwrap()],
+        ..Default::default()
+    };
+    h.write(&Message::Update(update.clone()), &n.context).await;
+    let SessionEvent::Update(got) = h.next_non_state_event().await else {
+        panic!()
+    };
+    assert_eq!(got.nlri, update.nlri);
+    assert_eq!(h.counters.received(MessageType::Update), 1);
+    // The speaker's encoded UPDATEs go out as they are.
+    let bytes =
+        crate::wire::encode_updates(&[], &update.attributes, &update.nlri, &n.context).unwrap();
+    h.commands
+        .send(SessionCommand::SendUpdates(bytes))
+        .await
+        .unwrap();
+    assert!(matches!(h.read().await, Some(Message::Update(u)) if u.nlri == update.nlri));
+    drop(h.peer);
+    assert_eq!(h.task.await.unwrap(), DownReason::TcpFailed);
+}
+
+#[tokio::test]
+async fn bad_peer_as_sends_notification_and_closes() {
+    let mut h = start(90, ConnectionOrigin::Remote);
+    assert!(matches!(h.read().await, Some(Message::Open(_))));
+    let theirs = Open::new(65099, 90, PEER_ID, FsmConfig::default_capabilities(65099));
+    h.write(&Message::Open(theirs), &SessionContext::default())
+        .await;
+    let n = h.expect_notification().await;
+    assert_eq!(
+        (n.code, n.subcode),
+        (error_code::OPEN_MESSAGE, error_code::open::BAD_PEER_AS)
+    );
+    assert_eq!(&n.data[..], &65099u16.to_be_bytes());
+    assert_eq!(
+        h.read().await,
+        None,
+        "connection closed after the NOTIFICATION"
+    );
+    assert!(matches!(h.closed().await, DownReason::NotificationSent(_)));
+}
+
+#[tokio::test]
+async fn refused_hold_time_one() {
+    let mut h = start(90, ConnectionOrigin::Remote);
+    h.read().await;
+    let theirs = Open::new(65000, 1, PEER_ID, vec![]);
+    h.write(&Message::Open(theirs), &SessionContext::default())
+        .await;
+    let n = h.expect_notification().await;
+    assert_eq!(
+        (n.code, n.subcode),
+        (2, error_code::open::UNACCEPTABLE_HOLD_TIME)
+    );
+}
+
+#[tokio::test]
+async fn bad_marker_is_a_header_error() {
+    let mut h = start(90, ConnectionOrigin::Local);
+    h.read().await;
+    let mut junk = vec![0u8; 19];
+    junk[16..18].copy_from_slice(&19u16.to_be_bytes());
+    junk[18] = 4;
+    h.peer.write_all(&junk).await.unwrap();
+    let n = h.expect_notification().await;
+    assert_eq!(
+        (n.code, n.subcode),
+        (1, error_code::header::CONNECTION_NOT_SYNCHRONIZED)
+    );
+    assert_eq!(h.read().await, None);
+}
+
+#[tokio::test]
+async fn keepalive_in_open_sent_is_an_fsm_error() {
+    let mut h = start(90, ConnectionOrigin::Local);
+    h.read().await;
+    h.write(&Message::Keepalive, &SessionContext::default())
+        .await;
+    let n = h.expect_notification().await;
+    assert_eq!(
+        (n.code, n.subcode),
+        (error_code::FSM, error_code::fsm::UNEXPECTED_IN_OPENSENT)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalives_are_sent_and_hold_timer_expires() {
+    let mut h = start(9, ConnectionOrigin::Local);
+    let n = h.establish(90).await;
+    assert_eq!((n.hold_time, n.keepalive), (9, 3));
+    // We keep sending KEEPALIVEs every 3 s while the peer stays silent, and after 9 s of
+    // silence the hold timer fires.
+    let mut keepalives = 0;
+    let n = loop {
+        match h.read().await {
+            Some(Message::Keepalive) => keepalives += 1,
+            Some(Message::Notification(n)) => break n,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(keepalives >= 2, "{keepalives}");
+    assert_eq!((n.code, n.subcode), (error_code::HOLD_TIMER_EXPIRED, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hold_time_zero_sends_no_keepalives_and_never_expires() {
+    let mut h = start(0, ConnectionOrigin::Local);
+    let n = h.establish(90).await;
+    assert_eq!(n.hold_time, 0);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let mut b = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_secs(1), h.peer.read(&mut b)).await;
+    assert!(r.is_err(), "nothing was sent in 10 minutes");
+    assert!(!h.task.is_finished());
+}
+
+#[tokio::test]
+async fn cease_command_sends_notification() {
+    let mut h = start(90, ConnectionOrigin::Local);
+    h.establish(90).await;
+    let ev = Event::Cease(cease(crate::wire::error_code::cease::PEER_DECONFIGURED));
+    h.commands.send(SessionCommand::Fsm(ev)).await.unwrap();
+    let n = h.expect_notification().await;
+    assert_eq!((n.code, n.subcode), (6, 3));
+    assert_eq!(h.read().await, None);
+}
+
+#[tokio::test]
+async fn two_drivers_establish_over_loopback_tcp() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (etx, mut erx) = mpsc::channel(64);
+    let mk = |conn, id, origin| SessionParams {
+        conn,
+        fsm: FsmConfig::new(65000, 65000, id, 90),
+        origin,
+        local_addr: None,
+        counters: Arc::new(MessageCounters::default()),
+    };
+    let (_c1, r1) = mpsc::channel(8);
+    let (_c2, r2) = mpsc::channel(8);
+    let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+    let client = connect(addr, None, WAIT).await.unwrap();
+    assert!(client.nodelay().unwrap());
+    let server = accept.await.unwrap();
+    prepare_accepted(&server).unwrap();
+    tokio::spawn(run_session(
+        client,
+        mk(1, OUR_ID, ConnectionOrigin::Local),
+        etx.clone(),
+        r1,
+    ));
+    tokio::spawn(run_session(
+        server,
+        mk(2, PEER_ID, ConnectionOrigin::Remote),
+        etx,
+        r2,
+    ));
+    let mut up = std::collections::HashSet::new();
+    while up.len() < 2 {
+        let (conn, ev) = tokio::time::timeout(WAIT, erx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let SessionEvent::Established { negotiated, .. } = ev {
+            assert_eq!(
+                negotiated.remote_id,
+                if conn == 1 { PEER_ID } else { OUR_ID }
+            );
+            up.insert(conn);
+        }
+    }
+}
