@@ -69,6 +69,8 @@ pub enum SessionEvent {
 }
 
 /// What the speaker asks of a session.
+// Commands are rare next to UPDATE traffic; boxing the event would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SessionCommand {
     /// Already encoded UPDATE messages (from `encode_updates`).
