@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const UNDERLAY_NETNS: &str = "gingham-underlay";
 const SUBNET_PREFIX: [u8; 3] = [172, 18, 0];
 const AS: u32 = 64512;
 
@@ -37,6 +36,15 @@ struct Cli {
         default_value = "/var/run/gingham-lab"
     )]
     dir: PathBuf,
+    /// Prefix of every name the lab gives (nodes, namespaces), like kind's cluster name. Lets two
+    /// labs (say, a test and yours) live side by side, each with its own --dir.
+    #[arg(
+        long,
+        global = true,
+        env = "GINGHAM_LAB_PREFIX",
+        default_value = "gingham"
+    )]
+    prefix: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -97,11 +105,11 @@ fn bin(name: &str) -> PathBuf {
 }
 
 /// kind's naming: `<cluster>-control-plane`, `<cluster>-worker`, `<cluster>-worker2`, ...
-fn node_name(index: usize) -> String {
+fn node_name(prefix: &str, index: usize) -> String {
     match index {
-        0 => "gingham-control-plane".into(),
-        1 => "gingham-worker".into(),
-        n => format!("gingham-worker{n}"),
+        0 => format!("{prefix}-control-plane"),
+        1 => format!("{prefix}-worker"),
+        n => format!("{prefix}-worker{n}"),
     }
 }
 
@@ -162,9 +170,9 @@ fn start_node(dir: &Path, st: &mut LabState, index: usize, name: String) -> Resu
         &name,
         &["link", "add", "eth0", "type", "veth", "peer", "name", &port],
     )?;
-    sys::ip(&name, &["link", "set", &port, "netns", UNDERLAY_NETNS])?;
+    sys::ip(&name, &["link", "set", &port, "netns", &st.underlay_netns])?;
     sys::ip(
-        UNDERLAY_NETNS,
+        &st.underlay_netns,
         &["link", "set", &port, "master", "br0", "up"],
     )?;
     sys::ip(&name, &["addr", "add", &format!("{ip}/16"), "dev", "eth0"])?;
@@ -286,7 +294,7 @@ fn add_pod(
     if st.pods.iter().any(|p| p.name == name) {
         bail!("a pod named {name} already exists");
     }
-    let netns = format!("gpod-{name}");
+    let netns = format!("{}-{name}", st.prefix);
     sys::netns_add(&netns)?;
     let mut pod = PodState {
         name: name.clone(),
@@ -450,7 +458,7 @@ fn ping_across(st: &LabState) -> Result<bool> {
     Ok(out.status.success())
 }
 
-fn up(dir: &Path, nodes: u8, pods_per_node: u8) -> Result<()> {
+fn up(dir: &Path, prefix: &str, nodes: u8, pods_per_node: u8) -> Result<()> {
     if let Some(st) = LabState::load(dir)? {
         if !st.nodes.is_empty() {
             println!("A lab is already up ({} nodes, {} pods) in {}: nothing to do. `gingham-lab down` removes it.", st.nodes.len(), st.pods.len(), dir.display());
@@ -458,9 +466,10 @@ fn up(dir: &Path, nodes: u8, pods_per_node: u8) -> Result<()> {
             return Ok(());
         }
     }
+    let underlay = format!("{prefix}-underlay");
     for name in (0..nodes as usize)
-        .map(node_name)
-        .chain([UNDERLAY_NETNS.to_string()])
+        .map(|i| node_name(prefix, i))
+        .chain([underlay.clone()])
     {
         if sys::netns_exists(&name) {
             bail!("network namespace {name} exists but no lab state was found in {}: remove it (`ip netns del {name}`) or pass --dir", dir.display());
@@ -468,19 +477,20 @@ fn up(dir: &Path, nodes: u8, pods_per_node: u8) -> Result<()> {
     }
     std::fs::create_dir_all(dir)?;
     let mut st = LabState {
-        underlay_netns: UNDERLAY_NETNS.into(),
+        prefix: prefix.to_string(),
+        underlay_netns: underlay.clone(),
         subnet: "172.18.0.0/16".into(),
         datastore: dir.join("datastore"),
         nodes: vec![],
         pods: vec![],
     };
     st.save(dir)?;
-    println!("Creating underlay bridge (172.18.0.0/16) in namespace {UNDERLAY_NETNS}");
-    sys::netns_add(UNDERLAY_NETNS)?;
-    sys::ip(UNDERLAY_NETNS, &["link", "add", "br0", "type", "bridge"])?;
-    sys::ip(UNDERLAY_NETNS, &["link", "set", "br0", "up"])?;
+    println!("Creating the underlay bridge (172.18.0.0/16) in namespace {underlay}");
+    sys::netns_add(&underlay)?;
+    sys::ip(&underlay, &["link", "add", "br0", "type", "bridge"])?;
+    sys::ip(&underlay, &["link", "set", "br0", "up"])?;
     for i in 0..nodes as usize {
-        let name = node_name(i);
+        let name = node_name(prefix, i);
         start_node(dir, &mut st, i, name.clone())?;
         println!(
             "Node {name}: eth0 {}, gingham-agent pid {}",
@@ -609,7 +619,7 @@ fn main() {
             Cmd::Up {
                 nodes,
                 pods_per_node,
-            } => up(&cli.dir, nodes, pods_per_node),
+            } => up(&cli.dir, &cli.prefix, nodes, pods_per_node),
             Cmd::Down => down(&cli.dir),
             Cmd::Status { output } => {
                 let st = LabState::load(&cli.dir)?
@@ -643,7 +653,7 @@ fn main() {
             } => {
                 let mut st = LabState::load(&cli.dir)?.ok_or_else(|| anyhow!("no lab is up"))?;
                 let index = st.nodes.len();
-                let name = name.unwrap_or_else(|| node_name(index));
+                let name = name.unwrap_or_else(|| node_name(&st.prefix, index));
                 if st.node(&name).is_some() {
                     bail!("a node named {name} already exists");
                 }

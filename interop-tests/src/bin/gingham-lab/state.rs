@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LabState {
+    /// Prefix of every name the lab gave.
+    pub prefix: String,
     /// The namespace holding the underlay bridge (like kind's Docker network).
     pub underlay_netns: String,
     pub subnet: String,
