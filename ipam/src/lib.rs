@@ -9,3 +9,12 @@ pub mod resources;
 pub mod store;
 
 pub use error::{IpamError, StoreError};
+pub mod allocator;
+
+pub use allocator::{
+    Allocation, AllocationAttrs, BlockUsage, Ipam, IpamSettings, NodeRelease, PoolUsage, Problem,
+    Repair, RepairReport,
+};
+pub use registry::NodeRegistry;
+pub use resources::{IpPool, IpamConfig, NodeRecord};
+pub use store::{open as open_store, Kind, Record, Revision, Store};
