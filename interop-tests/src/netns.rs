@@ -1,0 +1,159 @@
+//! `Netns`: a named network namespace that is deleted, with every process inside it, on drop.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{bail, Context, Result};
+
+use crate::process::Daemon;
+use crate::routes::{self, Route};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace owned by this process. Dropping it kills what still runs inside and
+/// deletes it; its veth ends vanish with it.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// A namespace named `<prefix>-<pid>-<counter>`: unique across parallel tests and across
+    /// test binaries running at the same time.
+    pub fn new(prefix: &str) -> Result<Netns> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Netns::named(&format!("{prefix}-{}-{n}", std::process::id()))
+    }
+
+    /// A namespace with a caller-given name (the lab wants stable names like `gingham-node1`).
+    /// Fails if it already exists rather than adopting somebody else's namespace.
+    pub fn named(name: &str) -> Result<Netns> {
+        run_host(&["ip", "netns", "add", name])?;
+        // Own it from here on, so that a failure below still deletes it.
+        let ns = Netns {
+            name: name.to_string(),
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `argv` inside the namespace and returns its output whatever the exit status.
+    pub fn exec(&self, argv: &[&str]) -> Result<Output> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(argv)
+            .output()
+            .with_context(|| format!("running {argv:?} in {}", self.name))?;
+        Ok(out)
+    }
+
+    /// Runs `argv` inside the namespace; fails unless it exits 0. Returns stdout.
+    pub fn run(&self, argv: &[&str]) -> Result<String> {
+        let out = self.exec(argv)?;
+        check(&format!("{argv:?} in {}", self.name), out)
+    }
+
+    /// `ip -n <ns> <args>`: cheaper than `ip netns exec` (no mount namespace).
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut argv = vec!["ip", "-n", &self.name];
+        argv.extend_from_slice(args);
+        run_host(&argv)
+    }
+
+    /// Starts a long-running process inside the namespace, its output going to `<dir>/<log>.log`.
+    pub fn spawn(&self, dir: &Path, log: &str, argv: &[&str]) -> Result<Daemon> {
+        Daemon::spawn(Some(&self.name), dir, log, argv, &[])
+    }
+
+    /// Like `spawn`, with extra environment variables.
+    pub fn spawn_env(
+        &self,
+        dir: &Path,
+        log: &str,
+        argv: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
+        Daemon::spawn(Some(&self.name), dir, log, argv, env)
+    }
+
+    /// Sets an IPv4/IPv6 sysctl of this namespace, e.g. `("net/ipv4/ip_forward", "1")`.
+    /// /proc/sys/net shows the namespace of the process that opens it, hence the shell inside.
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let key = key.replace('.', "/");
+        let script = format!("echo {value} > /proc/sys/{key}");
+        self.run(&["sh", "-c", &script])?;
+        Ok(())
+    }
+
+    pub fn set_ip_forward(&self, on: bool) -> Result<()> {
+        self.sysctl("net/ipv4/ip_forward", if on { "1" } else { "0" })
+    }
+
+    /// The main routing table (`ip -j route show`).
+    pub fn routes(&self) -> Result<Vec<Route>> {
+        routes::parse(&self.ip(&["-j", "route", "show"])?)
+    }
+
+    /// Routes of one protocol, e.g. `"bird"` (protocol 12, what Gingham installs).
+    pub fn routes_proto(&self, proto: &str) -> Result<Vec<Route>> {
+        routes::parse(&self.ip(&["-j", "route", "show", "proto", proto])?)
+    }
+
+    /// Pids of the processes whose network namespace is this one.
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        let out = run_host(&["ip", "netns", "pids", &self.name])?;
+        Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // A process left inside would keep the namespace alive after `ip netns del`.
+        if let Ok(pids) = self.pids() {
+            for pid in pids {
+                // SAFETY: kill(2) has no memory effects; a stale pid only yields ESRCH.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if let Err(e) = run_host(&["ip", "netns", "del", &self.name]) {
+            eprintln!("warning: deleting namespace {}: {e:#}", self.name);
+        }
+    }
+}
+
+/// Runs a command in the host namespace (only `ip` management commands go through here: the
+/// harness never adds addresses or routes to the host).
+pub(crate) fn run_host(argv: &[&str]) -> Result<String> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .with_context(|| format!("running {argv:?}"))?;
+    check(&format!("{argv:?}"), out)
+}
+
+pub(crate) fn check(what: &str, out: Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Names of all namespaces on the host (`ip netns list`), for leak checks.
+pub fn list_all() -> Result<Vec<String>> {
+    let out = run_host(&["ip", "netns", "list"])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect())
+}

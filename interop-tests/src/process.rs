@@ -1,0 +1,143 @@
+//! `Daemon`: a child process (usually inside a namespace) that is stopped and reaped on drop.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::workdir::tail;
+
+/// A running child. Its stdout and stderr go to one log file; when a test panics the tail of
+/// that log is printed, which is usually all one needs to see why a peer misbehaved.
+pub struct Daemon {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    reaped: bool,
+}
+
+impl Daemon {
+    /// Starts `argv` (inside namespace `ns` when given) with output to `<dir>/<log>.log`.
+    pub fn spawn(
+        ns: Option<&str>,
+        dir: &Path,
+        log: &str,
+        argv: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
+        let log_path = dir.join(format!("{log}.log"));
+        let out =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let err = out.try_clone()?;
+        let mut cmd = match ns {
+            // `ip netns exec` execs the program in place, so the child pid is the daemon's pid.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).args(argv);
+                c
+            }
+            None => {
+                let mut c = Command::new(argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+        };
+        cmd.envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Own process group: stopping the daemon also stops the helpers it forked.
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {argv:?} (is it installed?)"))?;
+        Ok(Daemon {
+            name: log.to_string(),
+            child,
+            log: log_path,
+            reaped: false,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+
+    /// Whether the process is still alive (reaps it if it exited).
+    pub fn is_running(&mut self) -> bool {
+        if self.reaped {
+            return false;
+        }
+        match self.child.try_wait() {
+            Ok(Some(_)) => {
+                self.reaped = true;
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Sends `signal` to the daemon's whole process group.
+    pub fn signal(&self, signal: i32) {
+        if !self.reaped {
+            // SAFETY: kill(2) has no memory effects; the group is ours (process_group(0)).
+            unsafe { libc::kill(-self.pid(), signal) };
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it is still alive after `grace`; always reaps.
+    pub fn stop_with(&mut self, grace: Duration) {
+        if !self.is_running() {
+            return;
+        }
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
+    pub fn stop(&mut self) {
+        self.stop_with(Duration::from_secs(2));
+    }
+
+    /// SIGKILL and reap: the abrupt end a crashed peer would have.
+    pub fn kill(&mut self) {
+        if self.reaped {
+            return;
+        }
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+        self.reaped = true;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- last lines of {} ({}) ----\n{}\n----",
+                self.name,
+                self.log.display(),
+                self.log_tail(30)
+            );
+        }
+        self.kill();
+    }
+}
