@@ -5,4 +5,10 @@
 pub mod fsm;
 pub mod rib;
 pub mod session;
+pub mod speaker;
 pub mod wire;
+
+pub use speaker::{
+    MessageCounts, PeerConfig, PeerStatus, RouteEvent, RouteSource, RouteView, Speaker,
+    SpeakerConfig, SpeakerError, SpeakerHandle, SpeakerStatus,
+};

@@ -163,7 +163,13 @@ where
             }
         }
     }
-    // Flush what is queued (typically the NOTIFICATION), then close the socket.
+    // Report the close first: the speaker withdraws the peer's routes as soon as the
+    // connection is gone. Then flush what is queued (typically the NOTIFICATION) and close.
+    let reason = d.reason.clone().unwrap_or(DownReason::TcpFailed);
+    let _ = d
+        .events
+        .send((d.params.conn, SessionEvent::Closed(reason.clone())))
+        .await;
     let flush = async {
         while let Some(b) = d.out.pop_front() {
             if wtx.send(b).await.is_err() {
@@ -174,11 +180,6 @@ where
         let _ = writer_task.await;
     };
     let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, flush).await;
-    let reason = d.reason.clone().unwrap_or(DownReason::TcpFailed);
-    let _ = d
-        .events
-        .send((d.params.conn, SessionEvent::Closed(reason.clone())))
-        .await;
     reason
 }
 

@@ -1,0 +1,248 @@
+//! The speaker: the one owner of all BGP state, and the API the agent uses.
+//!
+//! ```text
+//!                      SpeakerHandle (Clone)
+//!   agent ──Request + oneshot reply (bounded 64)──────────────┐
+//!                                                             ▼
+//!   listener task ──Internal::Accepted (bounded 64)──► ┌─────────────┐ ──RouteEvent (bounded,
+//!   connect tasks ──Internal::Connected (sleep+connect)│ owner task  │   Outbox)──► subscribers
+//!                                                      │ Rib, peers, │
+//!   session task ×N ──(ConnId, SessionEvent) (1024)──► │ connections │
+//!        ▲                                             └─────────────┘
+//!        └───────────SessionCommand (bounded 64, Outbox)─────┘
+//!        │
+//!        └── writer task ×N ──► TCP
+//! ```
+//!
+//! Nothing but the owner touches the RIB or the peer table, so there are no locks. The owner
+//! never waits on a session or a subscriber: what does not fit in their channel waits in an
+//! [`outbox::Outbox`] and is retried on a short tick.
+
+mod outbox;
+mod owner;
+mod peer;
+#[cfg(test)]
+mod tests;
+
+pub use crate::rib::{RouteEvent, RouteSource, RouteView};
+pub use crate::session::MessageCounters;
+
+use ipnet::Ipv4Net;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Speaker-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerConfig {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    /// Where to accept connections; `None` = no listener (every peer must be active).
+    pub listen: Option<SocketAddr>,
+    /// Proposed hold time (RFC 4271 §10 suggests 90 s).
+    pub hold_time: u16,
+    /// First connect-retry interval; doubled on each failure up to 60 s, with jitter.
+    pub connect_retry: Duration,
+}
+
+impl SpeakerConfig {
+    pub fn new(local_as: u32, router_id: Ipv4Addr) -> Self {
+        SpeakerConfig {
+            local_as,
+            router_id,
+            listen: None,
+            hold_time: crate::session::DEFAULT_HOLD_TIME,
+            connect_retry: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One configured neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub port: u16,
+    pub remote_as: u32,
+    /// Only accept connections from the peer, never connect to it.
+    pub passive: bool,
+    /// Source address for our connections.
+    pub local_address: Option<IpAddr>,
+    /// Overrides the speaker's hold time for this peer.
+    pub hold_time: Option<u16>,
+    /// "mesh" | "explicit", shown in status.
+    pub label: String,
+}
+
+impl PeerConfig {
+    pub fn new(address: IpAddr, remote_as: u32) -> Self {
+        PeerConfig {
+            address,
+            port: crate::session::DEFAULT_PORT,
+            remote_as,
+            passive: false,
+            local_address: None,
+            hold_time: None,
+            label: "explicit".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("peer {0} is already configured")]
+    PeerExists(IpAddr),
+    #[error("peer {0} is not configured")]
+    NoSuchPeer(IpAddr),
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    #[error("the speaker has stopped")]
+    Stopped,
+}
+
+/// Messages by type, RFC 4271 §4 and RFC 2918.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MessageCounts {
+    pub open: u64,
+    pub update: u64,
+    pub notification: u64,
+    pub keepalive: u64,
+    pub route_refresh: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerStatus {
+    pub address: IpAddr,
+    pub port: u16,
+    #[serde(rename = "as")]
+    pub r#as: u32,
+    pub label: String,
+    /// "Idle" | "Connect" | "Active" | "OpenSent" | "OpenConfirm" | "Established".
+    pub state: String,
+    /// Last state change, seconds since the Unix epoch.
+    pub since_unix: u64,
+    pub uptime_secs: Option<u64>,
+    /// e.g. "Established", "Connect: Connection refused".
+    pub info: String,
+    pub hold_time: Option<u16>,
+    pub keepalive: Option<u16>,
+    pub capabilities: Vec<String>,
+    pub prefixes_received: u64,
+    pub prefixes_accepted: u64,
+    pub prefixes_advertised: u64,
+    pub messages_in: MessageCounts,
+    pub messages_out: MessageCounts,
+    pub last_error: Option<String>,
+    /// How many times an Established session went down.
+    pub flaps: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SpeakerStatus {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    pub peers: Vec<PeerStatus>,
+}
+
+/// What the handle asks the owner task.
+#[derive(Debug)]
+enum Request {
+    AddPeer(PeerConfig, oneshot::Sender<Result<(), SpeakerError>>),
+    RemovePeer(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
+    Announce(Ipv4Net, Option<Ipv4Addr>, oneshot::Sender<()>),
+    Withdraw(Ipv4Net, oneshot::Sender<()>),
+    Subscribe(oneshot::Sender<mpsc::Receiver<RouteEvent>>),
+    Status(oneshot::Sender<SpeakerStatus>),
+    Routes(oneshot::Sender<Vec<RouteView>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Starts speakers.
+pub struct Speaker;
+
+impl Speaker {
+    /// Binds the listener (if any) and starts the owner task.
+    pub async fn start(cfg: SpeakerConfig) -> Result<SpeakerHandle, SpeakerError> {
+        if cfg.hold_time == 1 || cfg.hold_time == 2 {
+            // RFC 4271 §4.2: the hold time is 0 or at least 3 seconds.
+            return Err(SpeakerError::InvalidConfig(format!(
+                "hold time {} (must be 0 or >= 3)",
+                cfg.hold_time
+            )));
+        }
+        let listener = match cfg.listen {
+            Some(addr) => {
+                Some(owner::bind(addr).map_err(|source| SpeakerError::Listen { addr, source })?)
+            }
+            None => None,
+        };
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(owner::Owner::new(cfg, listener).run(rx));
+        Ok(SpeakerHandle { tx })
+    }
+}
+
+/// The agent's handle on a running speaker.
+#[derive(Debug, Clone)]
+pub struct SpeakerHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl SpeakerHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, SpeakerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    pub async fn add_peer(&self, p: PeerConfig) -> Result<(), SpeakerError> {
+        self.ask(|r| Request::AddPeer(p, r)).await?
+    }
+
+    /// Sends Cease/Peer De-configured and withdraws the peer's routes.
+    pub async fn remove_peer(&self, address: IpAddr) -> Result<(), SpeakerError> {
+        self.ask(|r| Request::RemovePeer(address, r)).await?
+    }
+
+    /// Originates `prefix`; `next_hop` `None` means ourselves (next-hop-self on each session).
+    pub async fn announce(
+        &self,
+        prefix: Ipv4Net,
+        next_hop: Option<Ipv4Addr>,
+    ) -> Result<(), SpeakerError> {
+        self.ask(|r| Request::Announce(prefix, next_hop, r)).await
+    }
+
+    pub async fn withdraw(&self, prefix: Ipv4Net) -> Result<(), SpeakerError> {
+        self.ask(|r| Request::Withdraw(prefix, r)).await
+    }
+
+    /// Current best routes first (as Best events), then every change. Bounded channel.
+    pub async fn subscribe(&self) -> Result<mpsc::Receiver<RouteEvent>, SpeakerError> {
+        self.ask(Request::Subscribe).await
+    }
+
+    pub async fn status(&self) -> Result<SpeakerStatus, SpeakerError> {
+        self.ask(Request::Status).await
+    }
+
+    /// Every path per prefix, best marked.
+    pub async fn routes(&self) -> Result<Vec<RouteView>, SpeakerError> {
+        self.ask(Request::Routes).await
+    }
+
+    /// Cease/Administrative Shutdown to all peers, then the speaker stops.
+    pub async fn shutdown(&self) -> Result<(), SpeakerError> {
+        self.ask(Request::Shutdown).await
+    }
+}

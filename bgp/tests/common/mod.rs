@@ -1,0 +1,110 @@
+//! Helpers for the speaker integration tests: speakers on 127.x.y.z loopback addresses.
+#![allow(dead_code)]
+
+use bgp::{PeerConfig, RouteEvent, Speaker, SpeakerConfig, SpeakerHandle, SpeakerStatus};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Generous: the machine is shared and noisy; nothing here measures speed.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A free port on `ip` (bound and released; a collision in between is unlikely).
+pub fn free_port(ip: Ipv4Addr) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Node {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub asn: u32,
+    pub handle: SpeakerHandle,
+}
+
+pub async fn node(ip: &str, asn: u32, hold_time: u16) -> Node {
+    let ip: Ipv4Addr = ip.parse().unwrap();
+    let port = free_port(ip);
+    let cfg = SpeakerConfig {
+        local_as: asn,
+        router_id: ip,
+        listen: Some(SocketAddr::new(ip.into(), port)),
+        hold_time,
+        connect_retry: Duration::from_millis(500),
+    };
+    let handle = Speaker::start(cfg).await.unwrap();
+    Node {
+        ip,
+        port,
+        asn,
+        handle,
+    }
+}
+
+impl Node {
+    /// Configures `other` as a peer of `self`.
+    pub async fn peer_with(&self, other: &Node, passive: bool) {
+        self.handle
+            .add_peer(self.peer_config(other, passive))
+            .await
+            .unwrap();
+    }
+
+    pub fn peer_config(&self, other: &Node, passive: bool) -> PeerConfig {
+        PeerConfig {
+            address: other.ip.into(),
+            port: other.port,
+            remote_as: other.asn,
+            passive,
+            local_address: Some(self.ip.into()),
+            hold_time: None,
+            label: "mesh".into(),
+        }
+    }
+
+    pub async fn status(&self) -> SpeakerStatus {
+        self.handle.status().await.unwrap()
+    }
+
+    pub async fn peer_state(&self, other: &Node) -> String {
+        let addr: IpAddr = other.ip.into();
+        self.status()
+            .await
+            .peers
+            .into_iter()
+            .find(|p| p.address == addr)
+            .map_or_else(|| "absent".into(), |p| p.state)
+    }
+
+    pub async fn wait_established(&self, other: &Node) {
+        wait_until(|| async { self.peer_state(other).await == "Established" }).await;
+    }
+}
+
+/// Polls `cond` until it holds; fails the test after [`WAIT`].
+pub async fn wait_until<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The next route event, failing the test after [`WAIT`].
+pub async fn next_event(rx: &mut mpsc::Receiver<RouteEvent>) -> RouteEvent {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("no route event")
+        .expect("closed")
+}
