@@ -4,3 +4,7 @@
 pub mod control;
 pub mod metrics;
 pub mod render;
+
+pub mod kernel;
+pub mod netns;
+pub mod sysctl;

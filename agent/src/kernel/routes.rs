@@ -1,0 +1,505 @@
+//! [`KernelRoutes`]: the agent's writer and reader of the main routing table.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+
+use futures::channel::mpsc::UnboundedReceiver;
+use futures::StreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
+use rtnetlink::proto::{ConnectionHandle, ReplyExpectation};
+use rtnetlink::sys::{protocols::NETLINK_ROUTE, SocketAddr};
+
+use super::message::{self, ParsedRoute};
+use super::{
+    DesiredRoute, InstalledRoute, KernelError, ReconcileReport, RouteOp, RouteTarget, BATCH_SIZE,
+};
+
+const ESRCH: i32 = libc::ESRCH;
+const ENOENT: i32 = libc::ENOENT;
+const EEXIST: i32 = libc::EEXIST;
+/// Room for the errors of a fully failing batch (each echoes its request and costs ~1 kB of
+/// socket buffer); forced past rmem_max when we are root.
+const RECV_BUFFER: libc::c_int = 8 * 1024 * 1024;
+
+type Unsolicited = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
+
+/// A netlink route socket in the namespace of the thread that called [`KernelRoutes::new`].
+///
+/// Methods take `&mut self` because replies to a batch are matched to its requests by sequence
+/// number; the agent keeps one of these in its kernel-writer task.
+pub struct KernelRoutes {
+    handle: ConnectionHandle<RouteNetlinkMessage>,
+    unsolicited: Unsolicited,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KernelRoutes {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+/// A message of a batch and the errnos that count as success for it.
+struct Outgoing {
+    message: NetlinkMessage<RouteNetlinkMessage>,
+    ok_errnos: &'static [i32],
+}
+
+impl KernelRoutes {
+    /// Opens the socket and spawns its connection task on the current tokio runtime.
+    pub fn new() -> Result<Self, KernelError> {
+        let (mut conn, handle, unsolicited) =
+            rtnetlink::proto::new_connection::<RouteNetlinkMessage>(NETLINK_ROUTE)
+                .map_err(|e| KernelError::Socket(e.to_string()))?;
+        set_receive_buffer(conn.socket_mut().as_raw_fd());
+        let connection = tokio::spawn(conn);
+        Ok(KernelRoutes {
+            handle,
+            unsolicited,
+            connection,
+        })
+    }
+
+    /// `<prefix> via <gateway> proto bird`, replacing whatever route sits at `prefix` in place.
+    pub async fn replace_via(
+        &mut self,
+        prefix: Ipv4Net,
+        gateway: Ipv4Addr,
+    ) -> Result<(), KernelError> {
+        self.one(RouteOp::Replace(DesiredRoute::via(prefix, gateway)))
+            .await
+    }
+
+    /// `blackhole <prefix> proto bird` (replacing in place). The caller skips /32 blocks: a /32
+    /// blackhole would take the place of the pod's host route.
+    pub async fn add_blackhole(&mut self, prefix: Ipv4Net) -> Result<(), KernelError> {
+        self.one(RouteOp::Replace(DesiredRoute::blackhole(prefix)))
+            .await
+    }
+
+    /// `<ip> dev <ifname> scope link`, the pod's host route. Succeeds if it is already there on
+    /// the same device; fails with [`KernelError::RouteExists`] if another route holds the
+    /// address (Calico's "already exists for an interface other than" error).
+    pub async fn add_host_route(&mut self, ip: Ipv4Addr, ifname: &str) -> Result<(), KernelError> {
+        let route = DesiredRoute::host(ip, ifname);
+        match self.one(RouteOp::Add(route.clone())).await {
+            Err(e) if e.errno() == Some(EEXIST) => {}
+            other => return other,
+        }
+        let existing = self
+            .list_all()
+            .await?
+            .into_iter()
+            .find(|r| r.prefix == route.prefix && r.metric == 0);
+        let names = self.link_names().await?;
+        let other = match existing {
+            Some(r)
+                if r.gateway.is_none()
+                    && r.kind == netlink_packet_route::route::RouteType::Unicast =>
+            {
+                let name = r.oif.and_then(|i| names.get(&i).cloned());
+                if name.as_deref() == Some(ifname) {
+                    return Ok(());
+                }
+                name.unwrap_or_else(|| "?".into())
+            }
+            Some(r) => format!("{:?} route, proto {}", r.kind, r.protocol),
+            // Gone again in between: try once more.
+            None => return self.one(RouteOp::Add(route)).await,
+        };
+        Err(KernelError::RouteExists {
+            prefix: route.prefix,
+            wanted: ifname.to_string(),
+            other,
+        })
+    }
+
+    /// Deletes the `proto bird` route (via or blackhole) at `prefix`. Already gone is success;
+    /// routes of other protocols at the same prefix are left alone.
+    pub async fn delete(&mut self, prefix: Ipv4Net) -> Result<(), KernelError> {
+        let out = Outgoing {
+            message: request(
+                RouteNetlinkMessage::DelRoute(message::del_bird_prefix(prefix)),
+                0,
+            ),
+            ok_errnos: &[ESRCH, ENOENT],
+        };
+        let errs = self.send_batch(vec![out]).await?;
+        match errs.first().copied().flatten() {
+            Some(errno) => Err(KernelError::netlink(
+                format!("delete {prefix} proto bird"),
+                errno,
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes the host route `<ip> dev <ifname>`; already gone (or the device gone) is success.
+    pub async fn delete_host_route(
+        &mut self,
+        ip: Ipv4Addr,
+        ifname: &str,
+    ) -> Result<(), KernelError> {
+        match self
+            .one(RouteOp::Delete(DesiredRoute::host(ip, ifname)))
+            .await
+        {
+            Err(KernelError::NoSuchInterface(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Every route of ours in the main table: `proto bird` via and blackhole routes, and host
+    /// routes on cali devices.
+    pub async fn list_owned(&mut self) -> Result<Vec<InstalledRoute>, KernelError> {
+        let names = self.link_names().await?;
+        let all = self.list_all().await?;
+        Ok(all
+            .iter()
+            .filter_map(|r| message::owned(r, &names))
+            .collect())
+    }
+
+    /// Brings the kernel to `desired`: adds what is missing, replaces what differs, deletes our
+    /// routes that are not desired, and touches nothing else. A prefix held by a route that is
+    /// not ours is not overwritten: that add fails and is listed in `failed`. If `desired` holds
+    /// a prefix twice, the last entry wins.
+    pub async fn reconcile(
+        &mut self,
+        desired: &[DesiredRoute],
+    ) -> Result<ReconcileReport, KernelError> {
+        let installed = self.list_owned().await?;
+        let plan = plan(desired, &installed);
+        let errs = self.apply(&plan.ops).await?;
+        let mut report = ReconcileReport {
+            unchanged: plan.unchanged,
+            ..Default::default()
+        };
+        for (op, err) in plan.ops.into_iter().zip(errs) {
+            match (err, &op) {
+                (Some(e), _) => report.failed.push((op, e)),
+                (None, RouteOp::Add(_)) => report.added += 1,
+                (None, RouteOp::Replace(_)) => report.replaced += 1,
+                (None, RouteOp::Delete(_)) => report.removed += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Applies `ops` in batches of [`BATCH_SIZE`]; returns one result per op, `None` for
+    /// success. A delete of something already gone is a success.
+    pub async fn apply(
+        &mut self,
+        ops: &[RouteOp],
+    ) -> Result<Vec<Option<KernelError>>, KernelError> {
+        let needs_links = ops.iter().any(|op| {
+            matches!(
+                op,
+                RouteOp::Add(r) | RouteOp::Replace(r) | RouteOp::Delete(r)
+                    if matches!(r.target, RouteTarget::Device(_))
+            )
+        });
+        let ifindex: HashMap<String, u32> = if needs_links {
+            self.link_names()
+                .await?
+                .into_iter()
+                .map(|(i, n)| (n, i))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let mut results: Vec<Option<KernelError>> = Vec::with_capacity(ops.len());
+        for chunk in ops.chunks(BATCH_SIZE) {
+            // Ops that cannot even be encoded (a missing device) fail alone; the rest go out.
+            let mut slots = Vec::with_capacity(chunk.len());
+            let mut batch = Vec::with_capacity(chunk.len());
+            for op in chunk {
+                match encode(op, &ifindex) {
+                    Ok(out) => {
+                        slots.push(Ok(batch.len()));
+                        batch.push(out);
+                    }
+                    Err(e) => slots.push(Err(e)),
+                }
+            }
+            let errnos = self.send_batch(batch).await?;
+            for (op, slot) in chunk.iter().zip(slots) {
+                results.push(match slot {
+                    Err(KernelError::NoSuchInterface(_)) if matches!(op, RouteOp::Delete(_)) => {
+                        None
+                    }
+                    Err(e) => Some(e),
+                    Ok(i) => errnos[i].map(|errno| KernelError::netlink(describe(op), errno)),
+                });
+            }
+        }
+        Ok(results)
+    }
+
+    async fn one(&mut self, op: RouteOp) -> Result<(), KernelError> {
+        match self.apply(std::slice::from_ref(&op)).await?.pop().flatten() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends `batch` as one datagram with no acks asked, then a request that is always answered
+    /// (get link 1, `lo`). Returns the errno of each message, `None` when it succeeded.
+    async fn send_batch(&mut self, batch: Vec<Outgoing>) -> Result<Vec<Option<i32>>, KernelError> {
+        let n = batch.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        // Left-over replies from an earlier, abandoned batch must not be taken for ours.
+        while self.unsolicited.try_recv().is_ok() {}
+        let ok: Vec<&'static [i32]> = batch.iter().map(|o| o.ok_errnos).collect();
+        let mut lo = LinkMessage::default();
+        lo.header.index = 1;
+        let sentinel = request(RouteNetlinkMessage::GetLink(lo), 0);
+        let messages = batch
+            .into_iter()
+            .map(|o| (o.message, ReplyExpectation::NotExpected))
+            .chain(std::iter::once((sentinel, ReplyExpectation::Expected)));
+        let mut replies = self
+            .handle
+            .request_batch_with_expectation(messages, SocketAddr::new(0, 0))
+            .map_err(|_| KernelError::ConnectionClosed)?;
+        let mut sentinel_seq = None;
+        while let Some(reply) = replies.next().await {
+            sentinel_seq = Some(reply.header.sequence_number);
+        }
+        let sentinel_seq = sentinel_seq.ok_or(KernelError::ConnectionClosed)?;
+        // Batch messages carry the n sequence numbers just before the sentinel's.
+        let first = sentinel_seq.wrapping_sub(n as u32);
+        let mut errnos = vec![None; n];
+        while let Ok((msg, _)) = self.unsolicited.try_recv() {
+            match msg.payload {
+                NetlinkPayload::Error(e) => {
+                    let index = msg.header.sequence_number.wrapping_sub(first) as usize;
+                    if let (Some(code), true) = (e.code, index < n) {
+                        let errno = -code.get();
+                        if !ok[index].contains(&errno) {
+                            errnos[index] = Some(errno);
+                        }
+                    }
+                }
+                NetlinkPayload::Overrun(_) => return Err(KernelError::Overrun),
+                _ => {}
+            }
+        }
+        Ok(errnos)
+    }
+
+    /// Every IPv4 route of the main table.
+    pub(crate) async fn list_all(&mut self) -> Result<Vec<ParsedRoute>, KernelError> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        let req = request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP);
+        let mut replies = self
+            .handle
+            .request(req, SocketAddr::new(0, 0))
+            .map_err(|_| KernelError::ConnectionClosed)?;
+        let mut out = Vec::new();
+        while let Some(reply) = replies.next().await {
+            match reply.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
+                    out.extend(message::parse(&r));
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    let errno = -e.code.map(|c| c.get()).unwrap_or(0);
+                    return Err(KernelError::netlink("dump routes", errno));
+                }
+                NetlinkPayload::Overrun(_) => return Err(KernelError::Overrun),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// ifindex → name of every interface in the namespace.
+    pub(crate) async fn link_names(&mut self) -> Result<HashMap<u32, String>, KernelError> {
+        let req = request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        );
+        let mut replies = self
+            .handle
+            .request(req, SocketAddr::new(0, 0))
+            .map_err(|_| KernelError::ConnectionClosed)?;
+        let mut out = HashMap::new();
+        while let Some(reply) = replies.next().await {
+            match reply.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                    for attr in &link.attributes {
+                        if let LinkAttribute::IfName(name) = attr {
+                            out.insert(link.header.index, name.clone());
+                        }
+                    }
+                }
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    let errno = -e.code.map(|c| c.get()).unwrap_or(0);
+                    return Err(KernelError::netlink("dump links", errno));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn request(payload: RouteNetlinkMessage, extra_flags: u16) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut msg = NetlinkMessage::from(payload);
+    msg.header.flags = NLM_F_REQUEST | extra_flags;
+    msg
+}
+
+fn encode(op: &RouteOp, ifindex: &HashMap<String, u32>) -> Result<Outgoing, KernelError> {
+    Ok(match op {
+        RouteOp::Add(r) => Outgoing {
+            message: request(
+                RouteNetlinkMessage::NewRoute(message::new_route(r, ifindex)?),
+                NLM_F_CREATE | NLM_F_EXCL,
+            ),
+            ok_errnos: &[],
+        },
+        RouteOp::Replace(r) => Outgoing {
+            message: request(
+                RouteNetlinkMessage::NewRoute(message::new_route(r, ifindex)?),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            ),
+            ok_errnos: &[],
+        },
+        RouteOp::Delete(r) => Outgoing {
+            message: request(
+                RouteNetlinkMessage::DelRoute(message::del_route(r, ifindex)?),
+                0,
+            ),
+            ok_errnos: &[ESRCH, ENOENT],
+        },
+    })
+}
+
+fn describe(op: &RouteOp) -> String {
+    match op {
+        RouteOp::Add(r) => format!("add {r}"),
+        RouteOp::Replace(r) => format!("replace {r}"),
+        RouteOp::Delete(r) => format!("delete {r}"),
+    }
+}
+
+/// The changes that take `installed` to `desired`.
+pub(crate) struct Plan {
+    pub ops: Vec<RouteOp>,
+    pub unchanged: usize,
+}
+
+pub(crate) fn plan(desired: &[DesiredRoute], installed: &[InstalledRoute]) -> Plan {
+    let wanted: HashMap<Ipv4Net, &DesiredRoute> = desired.iter().map(|d| (d.prefix, d)).collect();
+    let mut have: HashMap<Ipv4Net, Vec<&InstalledRoute>> = HashMap::new();
+    for r in installed {
+        have.entry(r.prefix).or_default().push(r);
+    }
+    let mut ops = Vec::new();
+    let mut unchanged = 0;
+    // Iterate `desired` (not the map) so the order of changes follows the caller's; an entry
+    // overridden by a later one for the same prefix is skipped.
+    for d in desired {
+        if !std::ptr::eq(wanted[&d.prefix], d) {
+            continue;
+        }
+        match have.get(&d.prefix) {
+            None => ops.push(RouteOp::Add(d.clone())),
+            Some(routes) => {
+                if routes.iter().any(|r| r.target == d.target) {
+                    unchanged += 1;
+                    // Extra routes of ours at the same prefix (e.g. appended by hand) go.
+                    for r in routes.iter().filter(|r| r.target != d.target) {
+                        ops.push(RouteOp::Delete(r.desired()));
+                    }
+                } else {
+                    ops.push(RouteOp::Replace(d.clone()));
+                }
+            }
+        }
+    }
+    for r in installed {
+        if !wanted.contains_key(&r.prefix) {
+            ops.push(RouteOp::Delete(r.desired()));
+        }
+    }
+    Plan { ops, unchanged }
+}
+
+/// Raises the socket's receive buffer so that the errors of a failing batch are not dropped.
+fn set_receive_buffer(fd: std::os::fd::RawFd) {
+    let size = RECV_BUFFER;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let ptr = &size as *const libc::c_int as *const libc::c_void;
+    // SAFETY: plain setsockopt on an fd we own, with a pointer to a live c_int.
+    unsafe {
+        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, ptr, len) != 0 {
+            // Not root: take what rmem_max allows. Overruns are still detected and reported.
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, ptr, len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn installed(prefix: &str, target: RouteTarget) -> InstalledRoute {
+        InstalledRoute {
+            prefix: prefix.parse().unwrap(),
+            target,
+            ifindex: None,
+            ifname: None,
+            protocol: 12,
+        }
+    }
+
+    #[test]
+    fn plan_adds_replaces_removes_and_keeps() {
+        let gw = |s: &str| RouteTarget::Via(s.parse().unwrap());
+        let have = vec![
+            installed("10.0.0.0/26", gw("172.18.0.8")),
+            installed("10.0.1.0/26", gw("172.18.0.8")),
+            installed("10.0.2.0/26", RouteTarget::Blackhole),
+        ];
+        let want = vec![
+            DesiredRoute::via(
+                "10.0.0.0/26".parse().unwrap(),
+                "172.18.0.8".parse().unwrap(),
+            ),
+            DesiredRoute::via(
+                "10.0.1.0/26".parse().unwrap(),
+                "172.18.0.9".parse().unwrap(),
+            ),
+            DesiredRoute::blackhole("10.0.3.0/26".parse().unwrap()),
+        ];
+        let p = plan(&want, &have);
+        assert_eq!(p.unchanged, 1);
+        assert!(p.ops.contains(&RouteOp::Replace(want[1].clone())));
+        assert!(p.ops.contains(&RouteOp::Add(want[2].clone())));
+        assert!(p.ops.contains(&RouteOp::Delete(DesiredRoute::blackhole(
+            "10.0.2.0/26".parse().unwrap()
+        ))));
+        assert_eq!(p.ops.len(), 3);
+    }
+
+    #[test]
+    fn plan_last_duplicate_wins() {
+        let a = DesiredRoute::via("10.0.0.0/26".parse().unwrap(), "1.1.1.1".parse().unwrap());
+        let b = DesiredRoute::blackhole("10.0.0.0/26".parse().unwrap());
+        let p = plan(&[a, b.clone()], &[]);
+        assert_eq!(p.ops, vec![RouteOp::Add(b)]);
+    }
+}

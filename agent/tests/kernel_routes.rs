@@ -1,0 +1,409 @@
+//! KernelRoutes against a real kernel: every test builds its own namespace with a dummy `eth0`
+//! (172.18.0.5/16) and reads the result back with `ip -n <ns> -j route show`.
+
+use std::process::Command;
+
+use agent::kernel::{DesiredRoute, KernelError, KernelRoutes, RouteOp};
+use agent::netns::NetnsGuard;
+use serde_json::Value;
+
+const CALI: &str = "cali2c3211ffbd5";
+const CALI2: &str = "cali0000000000a";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn ip(ns: &NetnsGuard, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .arg("-n")
+        .arg(ns.name())
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A namespace with `eth0` 172.18.0.5/16 up and two cali veths.
+fn node() -> Option<NetnsGuard> {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return None;
+    }
+    let ns = NetnsGuard::create("gk").expect("create netns");
+    // veth pairs, both ends up (this kernel has no dummy module).
+    for (i, dev) in ["eth0", CALI, CALI2].into_iter().enumerate() {
+        let peer = format!("p{i}");
+        ip(
+            &ns,
+            &["link", "add", dev, "type", "veth", "peer", "name", &peer],
+        );
+        ip(&ns, &["link", "set", dev, "up"]);
+        ip(&ns, &["link", "set", &peer, "up"]);
+    }
+    ip(&ns, &["addr", "add", "172.18.0.5/16", "dev", "eth0"]);
+    Some(ns)
+}
+
+fn routes(ns: &NetnsGuard) -> Vec<Value> {
+    serde_json::from_str(&ip(ns, &["-j", "route", "show"])).unwrap()
+}
+
+fn route<'a>(all: &'a [Value], dst: &str) -> Option<&'a Value> {
+    all.iter().find(|r| r["dst"] == dst)
+}
+
+fn text(ns: &NetnsGuard) -> Vec<String> {
+    ip(ns, &["route", "show"])
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+fn net(s: &str) -> ipnet::Ipv4Net {
+    s.parse().unwrap()
+}
+
+#[test]
+fn replace_via_installs_proto_bird_on_eth0_and_replaces_in_place() {
+    let Some(ns) = node() else { return };
+    ns.run(|| async {
+        let mut k = KernelRoutes::new().unwrap();
+        k.replace_via(net("192.168.114.64/26"), "172.18.0.8".parse().unwrap())
+            .await
+            .unwrap();
+    })
+    .unwrap();
+    let all = routes(&ns);
+    let r = route(&all, "192.168.114.64/26").expect("route installed");
+    assert_eq!(r["gateway"], "172.18.0.8");
+    assert_eq!(r["dev"], "eth0");
+    assert_eq!(r["protocol"], "bird");
+    assert!(text(&ns).contains(&"192.168.114.64/26 via 172.18.0.8 dev eth0 proto bird".to_string()));
+
+    ns.run(|| async {
+        let mut k = KernelRoutes::new().unwrap();
+        k.replace_via(net("192.168.114.64/26"), "172.18.0.9".parse().unwrap())
+            .await
+            .unwrap();
+    })
+    .unwrap();
+    let all = routes(&ns);
+    let matching: Vec<_> = all
+        .iter()
+        .filter(|r| r["dst"] == "192.168.114.64/26")
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "replaced in place, not appended: {all:?}"
+    );
+    assert_eq!(matching[0]["gateway"], "172.18.0.9");
+}
+
+#[test]
+fn blackhole_host_route_and_delete() {
+    let Some(ns) = node() else { return };
+    ns.run(|| async {
+        let mut k = KernelRoutes::new().unwrap();
+        k.add_blackhole(net("192.168.252.0/26")).await.unwrap();
+        k.add_host_route("192.168.252.7".parse().unwrap(), CALI)
+            .await
+            .unwrap();
+        // Same route again on the same device: idempotent.
+        k.add_host_route("192.168.252.7".parse().unwrap(), CALI)
+            .await
+            .unwrap();
+    })
+    .unwrap();
+    let lines = text(&ns);
+    assert!(
+        lines.contains(&"blackhole 192.168.252.0/26 proto bird".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&format!("192.168.252.7 dev {CALI} scope link")),
+        "{lines:?}"
+    );
+
+    let err = ns
+        .run(|| async {
+            let mut k = KernelRoutes::new().unwrap();
+            k.add_host_route("192.168.252.7".parse().unwrap(), CALI2)
+                .await
+                .unwrap_err()
+        })
+        .unwrap();
+    assert!(matches!(err, KernelError::RouteExists { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "already exists for an interface other than '{CALI2}'"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains(CALI), "{msg}");
+
+    let listed = ns
+        .run(|| async {
+            let mut k = KernelRoutes::new().unwrap();
+            let owned = k.list_owned().await.unwrap();
+            k.delete(net("192.168.252.0/26")).await.unwrap();
+            k.delete_host_route("192.168.252.7".parse().unwrap(), CALI)
+                .await
+                .unwrap();
+            // Already gone, twice over: still success.
+            k.delete(net("192.168.252.0/26")).await.unwrap();
+            k.delete_host_route("192.168.252.7".parse().unwrap(), CALI)
+                .await
+                .unwrap();
+            k.delete_host_route("192.168.252.8".parse().unwrap(), "cali-gone")
+                .await
+                .unwrap();
+            owned
+        })
+        .unwrap();
+    let mut listed: Vec<String> = listed.iter().map(|r| r.desired().to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![
+            format!("192.168.252.7/32 dev {CALI} scope link"),
+            "blackhole 192.168.252.0/26 proto bird".to_string(),
+        ]
+    );
+    let all = routes(&ns);
+    assert!(route(&all, "192.168.252.0/26").is_none(), "{all:?}");
+    assert!(route(&all, "192.168.252.7").is_none(), "{all:?}");
+}
+
+#[test]
+fn delete_leaves_same_prefix_of_another_protocol() {
+    let Some(ns) = node() else { return };
+    ip(
+        &ns,
+        &[
+            "route",
+            "add",
+            "10.9.0.0/24",
+            "via",
+            "172.18.0.1",
+            "proto",
+            "static",
+        ],
+    );
+    ns.run(|| async {
+        let mut k = KernelRoutes::new().unwrap();
+        k.delete(net("10.9.0.0/24")).await.unwrap();
+    })
+    .unwrap();
+    let all = routes(&ns);
+    assert_eq!(route(&all, "10.9.0.0/24").unwrap()["protocol"], "static");
+}
+
+#[test]
+fn reconcile_adds_replaces_removes_and_spares_foreign_routes() {
+    let Some(ns) = node() else { return };
+    // Foreign: a static route and the connected (proto kernel) subnet of eth0.
+    ip(
+        &ns,
+        &[
+            "route",
+            "add",
+            "10.9.0.0/24",
+            "via",
+            "172.18.0.1",
+            "proto",
+            "static",
+        ],
+    );
+    // Ours from a previous run: one stale, one with an outdated gateway, one right.
+    ip(
+        &ns,
+        &[
+            "route",
+            "add",
+            "192.168.1.0/26",
+            "via",
+            "172.18.0.7",
+            "proto",
+            "bird",
+        ],
+    );
+    ip(
+        &ns,
+        &[
+            "route",
+            "add",
+            "192.168.2.0/26",
+            "via",
+            "172.18.0.7",
+            "proto",
+            "bird",
+        ],
+    );
+    ip(
+        &ns,
+        &[
+            "route",
+            "add",
+            "blackhole",
+            "192.168.3.0/26",
+            "proto",
+            "bird",
+        ],
+    );
+    ip(
+        &ns,
+        &["route", "add", "192.168.3.9", "dev", CALI2, "scope", "link"],
+    );
+
+    let desired = vec![
+        DesiredRoute::via(net("192.168.2.0/26"), "172.18.0.8".parse().unwrap()),
+        DesiredRoute::blackhole(net("192.168.3.0/26")),
+        DesiredRoute::via(net("192.168.4.0/26"), "172.18.0.9".parse().unwrap()),
+        DesiredRoute::host("192.168.3.7".parse().unwrap(), CALI),
+        // Held by the static route: must not be overwritten.
+        DesiredRoute::via(net("10.9.0.0/24"), "172.18.0.9".parse().unwrap()),
+    ];
+    let (first, second) = ns
+        .run(move || async move {
+            let mut k = KernelRoutes::new().unwrap();
+            let first = k.reconcile(&desired).await.unwrap();
+            let second = k.reconcile(&desired).await.unwrap();
+            (first, second)
+        })
+        .unwrap();
+    assert_eq!(
+        (first.added, first.replaced, first.removed, first.unchanged),
+        (2, 1, 2, 1),
+        "{first:?}"
+    );
+    assert_eq!(first.failed.len(), 1, "{first:?}");
+    assert!(matches!(&first.failed[0].0, RouteOp::Add(r) if r.prefix == net("10.9.0.0/24")));
+    assert_eq!(first.failed[0].1.errno(), Some(libc::EEXIST));
+    assert_eq!(
+        (
+            second.added,
+            second.replaced,
+            second.removed,
+            second.unchanged
+        ),
+        (0, 0, 0, 4),
+        "{second:?}"
+    );
+
+    let all = routes(&ns);
+    assert!(
+        route(&all, "192.168.1.0/26").is_none(),
+        "stale removed: {all:?}"
+    );
+    assert!(
+        route(&all, "192.168.3.9").is_none(),
+        "stale host route removed: {all:?}"
+    );
+    assert_eq!(
+        route(&all, "192.168.2.0/26").unwrap()["gateway"],
+        "172.18.0.8"
+    );
+    assert_eq!(route(&all, "192.168.4.0/26").unwrap()["dev"], "eth0");
+    assert_eq!(route(&all, "192.168.3.0/26").unwrap()["type"], "blackhole");
+    assert_eq!(route(&all, "192.168.3.7").unwrap()["dev"], CALI);
+    let foreign = route(&all, "10.9.0.0/24").unwrap();
+    assert_eq!(
+        (foreign["protocol"].as_str(), foreign["gateway"].as_str()),
+        (Some("static"), Some("172.18.0.1"))
+    );
+    let connected = route(&all, "172.18.0.0/16").unwrap();
+    assert_eq!(connected["protocol"], "kernel");
+}
+
+#[test]
+fn batches_of_many_routes_reach_the_kernel() {
+    let Some(ns) = node() else { return };
+    // More than two batches, so the sequence-number matching across batches is exercised.
+    let desired: Vec<DesiredRoute> = (0..1300u32)
+        .map(|i| {
+            let a = std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8));
+            DesiredRoute::via(
+                ipnet::Ipv4Net::new(a, 24).unwrap(),
+                "172.18.0.8".parse().unwrap(),
+            )
+        })
+        .collect();
+    let report = ns
+        .run(move || async move {
+            let mut k = KernelRoutes::new().unwrap();
+            // A bad op in the middle fails alone.
+            let mut ops: Vec<RouteOp> = desired.iter().cloned().map(RouteOp::Add).collect();
+            ops.insert(
+                700,
+                RouteOp::Add(DesiredRoute::via(
+                    net("10.255.255.0/24"),
+                    "10.1.1.1".parse().unwrap(),
+                )),
+            );
+            let started = std::time::Instant::now();
+            let results = k.apply(&ops).await.unwrap();
+            let took = started.elapsed();
+            let removal = k.reconcile(&[]).await.unwrap();
+            (results, took, removal)
+        })
+        .unwrap();
+    let (results, took, removal) = report;
+    eprintln!("1301 route adds in {took:?}");
+    let failed: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_some())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(failed, vec![700], "only the unreachable gateway fails");
+    assert_eq!(
+        results[700].as_ref().unwrap().errno(),
+        Some(libc::ENETUNREACH)
+    );
+    assert_eq!(removal.removed, 1300);
+    assert!(removal.failed.is_empty());
+    assert_eq!(routes(&ns).len(), 1, "only the connected route is left");
+}
+
+#[test]
+fn sysctls_are_set_inside_the_namespace_only() {
+    let Some(ns) = node() else { return };
+    let host_forward = agent::sysctl::read("net/ipv4/ip_forward").unwrap();
+    let values = ns
+        .run(|| async {
+            agent::sysctl::enable_ip_forward().unwrap();
+            agent::sysctl::configure_cali_interface(CALI).unwrap();
+            let missing = agent::sysctl::configure_cali_interface("cali-missing").unwrap_err();
+            (
+                [
+                    "net/ipv4/ip_forward".to_string(),
+                    format!("net/ipv4/conf/{CALI}/proxy_arp"),
+                    format!("net/ipv4/conf/{CALI}/forwarding"),
+                    format!("net/ipv4/neigh/{CALI}/proxy_delay"),
+                ]
+                .map(|k| agent::sysctl::read(&k).unwrap()),
+                missing,
+            )
+        })
+        .unwrap();
+    assert_eq!(values.0, ["1", "1", "1", "0"].map(String::from));
+    assert!(
+        values.1.to_string().contains("cali-missing"),
+        "{}",
+        values.1
+    );
+    assert_eq!(
+        agent::sysctl::read("net/ipv4/ip_forward").unwrap(),
+        host_forward,
+        "host untouched"
+    );
+}
