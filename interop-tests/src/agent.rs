@@ -1,1 +1,280 @@
+//! Launcher for our own node daemon, `gingham-agent`, inside a namespace, and `routectl`
+//! against its control socket.
+//!
+//! Cargo does not build a dependency's binaries for another crate's tests, so the binaries are
+//! found in the workspace's target directory (build them first: `cargo build -p agent --bins`),
+//! or at `GINGHAM_AGENT_BIN` / `ROUTECTL_BIN`.
 
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use agent::control::api::{PeerInfo, RouteInfo, Summary};
+
+use crate::netns::{check, Netns};
+use crate::process::Daemon;
+use crate::wait::wait_until;
+
+/// An explicit BGP peer of the agent (`--peer <ip>[:<port>],as=<n>`).
+#[derive(Debug, Clone)]
+pub struct AgentPeer {
+    pub addr: Ipv4Addr,
+    pub port: Option<u16>,
+    pub asn: u32,
+}
+
+impl AgentPeer {
+    pub fn new(addr: Ipv4Addr, asn: u32) -> AgentPeer {
+        AgentPeer {
+            addr,
+            port: None,
+            asn,
+        }
+    }
+
+    fn flag(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{p},as={}", self.addr, self.asn),
+            None => format!("{},as={}", self.addr, self.asn),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub ip: Ipv4Addr,
+    pub asn: u32,
+    pub peers: Vec<AgentPeer>,
+    /// Off by default here: the interop tests peer with one daemon only.
+    pub mesh: bool,
+    /// On the namespace's own loopback, so every agent may use the same port.
+    pub metrics_port: u16,
+    /// The datastore directory; by default `<instance dir>/datastore`. Agents of one lab share
+    /// one directory (the file backend locks it).
+    pub datastore: Option<PathBuf>,
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl AgentConfig {
+    pub fn new(node_name: &str, ip: Ipv4Addr, asn: u32) -> AgentConfig {
+        AgentConfig {
+            node_name: node_name.to_string(),
+            ip,
+            asn,
+            peers: Vec::new(),
+            mesh: false,
+            metrics_port: 9099,
+            datastore: None,
+            extra_args: Vec::new(),
+            env: vec![("RUST_LOG".into(), "info".into())],
+        }
+    }
+
+    pub fn peer(mut self, p: AgentPeer) -> AgentConfig {
+        self.peers.push(p);
+        self
+    }
+
+    /// The command line, without the binary.
+    pub fn args(&self, dir: &Path) -> Vec<String> {
+        let datastore = self
+            .datastore
+            .clone()
+            .unwrap_or_else(|| dir.join("datastore"));
+        let mut a = vec![
+            "--node-name".to_string(),
+            self.node_name.clone(),
+            "--ip".into(),
+            self.ip.to_string(),
+            "--as".into(),
+            self.asn.to_string(),
+        ];
+        for p in &self.peers {
+            a.push("--peer".into());
+            a.push(p.flag());
+        }
+        if !self.mesh {
+            a.push("--no-mesh".into());
+        }
+        a.push("--control-socket".into());
+        a.push(dir.join("agent.sock").to_string_lossy().into_owned());
+        a.push("--metrics-addr".into());
+        a.push(format!("127.0.0.1:{}", self.metrics_port));
+        a.push("--datastore".into());
+        a.push(format!("file:{}", datastore.display()));
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+}
+
+/// A running `gingham-agent`.
+pub struct Agent {
+    pub cfg: AgentConfig,
+    sock: PathBuf,
+    daemon: Daemon,
+}
+
+impl Agent {
+    /// Starts the agent in `ns` with its socket, datastore and log in `dir`; returns once
+    /// `routectl show` answers.
+    pub fn start(ns: &Netns, dir: &Path, cfg: AgentConfig) -> Result<Agent> {
+        std::fs::create_dir_all(dir)?;
+        let bin = binary("GINGHAM_AGENT_BIN", "gingham-agent")?;
+        let mut argv = vec![bin.to_string_lossy().into_owned()];
+        argv.extend(cfg.args(dir));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = cfg
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let daemon = ns.spawn_env(dir, &format!("agent-{}", cfg.node_name), &argv, &env)?;
+        let mut agent = Agent {
+            cfg,
+            sock: dir.join("agent.sock"),
+            daemon,
+        };
+        let mut exited = false;
+        wait_until(
+            Duration::from_secs(15),
+            "gingham-agent control socket",
+            || {
+                if !agent.daemon.is_running() {
+                    exited = true;
+                    return Ok(true);
+                }
+                Ok(agent.routectl(&["show"]).is_ok())
+            },
+        )?;
+        if exited {
+            bail!(
+                "gingham-agent exited during startup:\n{}",
+                agent.daemon.log_tail(30)
+            );
+        }
+        Ok(agent)
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.sock
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.daemon.log_tail(lines)
+    }
+
+    /// `routectl --socket <sock> <args> -o json`, parsed. The socket is a file, so routectl
+    /// runs in the host namespace.
+    pub fn routectl(&self, args: &[&str]) -> Result<Value> {
+        let bin = binary("ROUTECTL_BIN", "routectl")?;
+        let out = Command::new(&bin)
+            .arg("--socket")
+            .arg(&self.sock)
+            .args(args)
+            .args(["-o", "json"])
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
+        let text = check(&format!("routectl {args:?}"), out)?;
+        serde_json::from_str(&text).with_context(|| format!("routectl {args:?} JSON: {text}"))
+    }
+
+    pub fn summary(&self) -> Result<Summary> {
+        Ok(serde_json::from_value(self.routectl(&["show"])?)?)
+    }
+
+    pub fn peers(&self) -> Result<Vec<PeerInfo>> {
+        Ok(serde_json::from_value(self.routectl(&["show", "peers"])?)?)
+    }
+
+    pub fn routes(&self) -> Result<Vec<RouteInfo>> {
+        Ok(serde_json::from_value(self.routectl(&["show", "routes"])?)?)
+    }
+
+    /// The session state with `peer` as `routectl show peers` reports it.
+    pub fn peer_state(&self, peer: Ipv4Addr) -> Result<Option<String>> {
+        Ok(self
+            .peers()?
+            .into_iter()
+            .find(|p| p.address == std::net::IpAddr::V4(peer))
+            .map(|p| p.state))
+    }
+
+    pub fn established(&self, peer: Ipv4Addr) -> Result<bool> {
+        Ok(self.peer_state(peer)?.as_deref() == Some("Established"))
+    }
+
+    /// `routectl ipam assign --handle <h>`: makes the agent claim a block (and so announce it).
+    pub fn assign(&self, handle: &str) -> Result<Ipv4Addr> {
+        let v = self.routectl(&["ipam", "assign", "--handle", handle])?;
+        let ip = v["ip"]
+            .as_str()
+            .with_context(|| format!("no address assigned: {v}"))?;
+        Ok(ip.parse()?)
+    }
+
+    pub fn release(&self, handle: &str) -> Result<()> {
+        self.routectl(&["ipam", "release", "--handle", handle])?;
+        Ok(())
+    }
+
+    /// SIGTERM (the agent leaves its kernel routes in place, per the design).
+    pub fn stop(&mut self) {
+        self.daemon.stop();
+    }
+
+    pub fn kill(&mut self) {
+        self.daemon.kill();
+    }
+}
+
+/// `$<env>` if set, else `<workspace>/target/<profile>/<name>`.
+pub fn binary(env: &str, name: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Ok(PathBuf::from(p));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let p = target.join(profile).join(name);
+    if !p.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build -p agent --bins` (or set {env})",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_has_every_flag() {
+        let cfg = AgentConfig::new("node-1", "172.18.0.2".parse().unwrap(), 64512)
+            .peer(AgentPeer::new("172.18.0.3".parse().unwrap(), 4200000001))
+            .peer(AgentPeer {
+                port: Some(1790),
+                ..AgentPeer::new("172.18.0.4".parse().unwrap(), 65001)
+            });
+        let a = cfg.args(Path::new("/tmp/x")).join(" ");
+        assert_eq!(
+            a,
+            "--node-name node-1 --ip 172.18.0.2 --as 64512 \
+             --peer 172.18.0.3,as=4200000001 --peer 172.18.0.4:1790,as=65001 --no-mesh \
+             --control-socket /tmp/x/agent.sock --metrics-addr 127.0.0.1:9099 \
+             --datastore file:/tmp/x/datastore"
+        );
+    }
+}
