@@ -603,7 +603,7 @@ impl Owner {
 }
 
 /// Encodes a batch: withdrawals, then one run of UPDATEs per attribute set, then End-of-RIB.
-fn encode_batch(
+pub(super) fn encode_batch(
     batch: &OutBatch,
     ctx: &crate::wire::SessionContext,
 ) -> Result<Vec<Bytes>, crate::wire::EncodeError> {
@@ -658,7 +658,7 @@ async fn reject(stream: TcpStream) {
 }
 
 /// IPv4-mapped IPv6 addresses (from a dual-stack listener) compare as IPv4.
-fn canonical(a: IpAddr) -> IpAddr {
+pub(super) fn canonical(a: IpAddr) -> IpAddr {
     match a {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
         v4 => v4,
