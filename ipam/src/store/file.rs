@@ -10,6 +10,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::file_lock::DirLock;
@@ -46,7 +47,11 @@ impl FileStore {
             .join(format!("{}.json", names::escape(name)?)))
     }
 
-    fn write(&self, path: &Path, rec: &Record) -> Result<(), StoreError> {
+    /// Writes `rec` to a temporary file next to `path` and fsyncs it. This is the slow part of
+    /// a write, so it happens before the lock is taken: writers of different records (or
+    /// processes racing for one) sync in parallel and the lock is held only for check+rename.
+    fn stage(&self, path: &Path, rec: &Record) -> Result<Staged, StoreError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         let bytes = serde_json::to_vec_pretty(rec)
             .map_err(|e| StoreError::Unavailable(format!("cannot encode {}: {e}", rec.name)))?;
         let parent = path.parent().unwrap_or(&self.dir);
@@ -54,18 +59,27 @@ impl FileStore {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("record");
-        let tmp = parent.join(format!(".{file_name}.tmp"));
+        // Unique per process and write, since several writers may stage the same record.
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = parent.join(format!(".{file_name}.{}-{n}.tmp", std::process::id()));
+        let staged = Staged { tmp };
         let mut f = OpenOptions::new()
-            .create(true)
+            .create_new(true)
             .write(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| StoreError::io("cannot create", &tmp, e))?;
+            .open(&staged.tmp)
+            .map_err(|e| StoreError::io("cannot create", &staged.tmp, e))?;
         f.write_all(&bytes)
             .and_then(|_| f.sync_all())
-            .map_err(|e| StoreError::io("cannot write", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| StoreError::io("cannot rename", &tmp, e))?;
-        sync_dir(parent)
+            .map_err(|e| StoreError::io("cannot write", &staged.tmp, e))?;
+        Ok(staged)
+    }
+
+    /// Moves a staged record into place (under the lock) and makes the rename durable.
+    fn commit(&self, staged: Staged, path: &Path) -> Result<(), StoreError> {
+        fs::rename(&staged.tmp, path)
+            .map_err(|e| StoreError::io("cannot rename", &staged.tmp, e))?;
+        std::mem::forget(staged);
+        sync_dir(path.parent().unwrap_or(&self.dir))
     }
 
     fn list_dir(dir: &Path, kind: Kind) -> Result<Listing, StoreError> {
@@ -93,6 +107,17 @@ impl FileStore {
         }
         listing.records.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(listing)
+    }
+}
+
+/// A staged temporary file, removed if it is never committed (a lost compare-and-swap).
+struct Staged {
+    tmp: PathBuf,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
     }
 }
 
@@ -172,6 +197,13 @@ impl Store for FileStore {
         data: serde_json::Value,
     ) -> Result<Record, StoreError> {
         let path = self.path(kind, name)?;
+        let rec = Record {
+            kind,
+            name: name.into(),
+            revision: Revision(format!("1-{}", new_incarnation())),
+            data,
+        };
+        let staged = self.stage(&path, &rec)?;
         let _guard = self.lock.lock()?;
         // A corrupt file makes `read` fail with Corrupt, so it is never replaced by a create.
         if read_record(&path, kind)?.is_some() {
@@ -180,13 +212,7 @@ impl Store for FileStore {
                 name: name.into(),
             });
         }
-        let rec = Record {
-            kind,
-            name: name.into(),
-            revision: Revision(format!("1-{}", new_incarnation())),
-            data,
-        };
-        self.write(&path, &rec)?;
+        self.commit(staged, &path)?;
         Ok(rec)
     }
 
@@ -198,28 +224,37 @@ impl Store for FileStore {
         data: serde_json::Value,
     ) -> Result<Record, StoreError> {
         let path = self.path(kind, name)?;
+        // The new record is staged before locking; if the stored revision turns out not to be
+        // `revision` it is thrown away. A revision we cannot parse matches no stored record.
+        let staged = match parse_revision(revision) {
+            Some((gen, inc)) => {
+                let rec = Record {
+                    kind,
+                    name: name.into(),
+                    revision: Revision(format!("{}-{inc}", gen + 1)),
+                    data,
+                };
+                let staged = self.stage(&path, &rec)?;
+                Some((rec, staged))
+            }
+            None => None,
+        };
         let _guard = self.lock.lock()?;
         let cur = read_record(&path, kind)?.ok_or_else(|| StoreError::NotFound {
             kind,
             name: name.into(),
         })?;
-        if &cur.revision != revision {
-            return Err(StoreError::Conflict {
+        match staged {
+            Some((rec, staged)) if &cur.revision == revision => {
+                self.commit(staged, &path)?;
+                Ok(rec)
+            }
+            _ => Err(StoreError::Conflict {
                 kind,
                 name: name.into(),
                 expected: revision.clone(),
-            });
+            }),
         }
-        let (gen, inc) =
-            parse_revision(&cur.revision).ok_or_else(|| corrupt(&path, "bad revision".into()))?;
-        let rec = Record {
-            kind,
-            name: name.into(),
-            revision: Revision(format!("{}-{inc}", gen + 1)),
-            data,
-        };
-        self.write(&path, &rec)?;
-        Ok(rec)
     }
 
     fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {

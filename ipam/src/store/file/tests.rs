@@ -62,6 +62,14 @@ fn revisions_compare_and_swap() {
         Err(StoreError::Conflict { .. })
     ));
     assert_eq!(s.get(Kind::Node, "n1").unwrap().data, json!({"a": 2}));
+    // The losing write staged a temporary file; it must not be left behind.
+    let leftovers: Vec<_> = fs::read_dir(dir.path().join("Node"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     s.delete(Kind::Node, "n1", &r2.revision).unwrap();
     assert!(matches!(
         s.update(Kind::Node, "n1", &r2.revision, json!({})),
