@@ -17,7 +17,6 @@ use agent::control::api::{PeerInfo, RouteInfo, Summary};
 
 use crate::netns::{check, Netns};
 use crate::process::Daemon;
-use crate::wait::wait_until;
 
 /// An explicit BGP peer of the agent (`--peer <ip>[:<port>],as=<n>`).
 #[derive(Debug, Clone)]
@@ -135,29 +134,16 @@ impl Agent {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let daemon = ns.spawn_env(dir, &format!("agent-{}", cfg.node_name), &argv, &env)?;
-        let mut agent = Agent {
+        let agent = Agent {
             cfg,
             sock: dir.join("agent.sock"),
             daemon,
         };
-        let mut exited = false;
-        wait_until(
+        agent.daemon.wait_ready(
             Duration::from_secs(15),
             "gingham-agent control socket",
-            || {
-                if !agent.daemon.is_running() {
-                    exited = true;
-                    return Ok(true);
-                }
-                Ok(agent.routectl(&["show"]).is_ok())
-            },
+            || Ok(agent.routectl(&["show"]).is_ok()),
         )?;
-        if exited {
-            bail!(
-                "gingham-agent exited during startup:\n{}",
-                agent.daemon.log_tail(30)
-            );
-        }
         Ok(agent)
     }
 

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
+use crate::wait::wait_until;
 use crate::workdir::tail;
 
 /// A running child. Its stdout and stderr go to one log file; when a test panics the tail of
@@ -28,6 +29,9 @@ impl Daemon {
         argv: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Daemon> {
+        // `ip netns exec` itself would start fine and only then fail to exec a missing program,
+        // which would surface much later as a timeout: check up front instead.
+        find_program(argv[0])?;
         let log_path = dir.join(format!("{log}.log"));
         let out =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
@@ -89,6 +93,52 @@ impl Daemon {
         }
     }
 
+    /// Whether the process has exited, without reaping it (so `&self` suffices).
+    pub fn has_exited(&self) -> bool {
+        if self.reaped {
+            return true;
+        }
+        // SAFETY: waitid writes only into `info`, which we own; WNOWAIT leaves the child
+        // waitable for `Child::wait` later.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(
+                libc::P_PID,
+                self.pid() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            r == 0 && info.si_pid() != 0
+        }
+    }
+
+    /// Polls `ready` like `wait_until`, but fails at once, with the log tail, if the daemon
+    /// exits meanwhile (a bad config should not look like a slow start).
+    pub fn wait_ready(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut ready: impl FnMut() -> Result<bool>,
+    ) -> Result<()> {
+        let mut died = false;
+        wait_until(timeout, what, || {
+            if self.has_exited() {
+                died = true;
+                return Ok(true);
+            }
+            ready()
+        })?;
+        if died {
+            bail!(
+                "{} exited while waiting for {what}; last lines of {}:\n{}",
+                self.name,
+                self.log.display(),
+                self.log_tail(20)
+            );
+        }
+        Ok(())
+    }
+
     /// Sends `signal` to the daemon's whole process group.
     pub fn signal(&self, signal: i32) {
         if !self.reaped {
@@ -126,6 +176,23 @@ impl Daemon {
         let _ = self.child.wait();
         self.reaped = true;
     }
+}
+
+/// Resolves `program` like execvp does; fails with a message naming the program.
+pub fn find_program(program: &str) -> Result<PathBuf> {
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .map(|d| d.join(program))
+            .collect()
+    };
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .with_context(|| format!("{program} is not installed (not found in PATH)"))
 }
 
 impl Drop for Daemon {

@@ -17,7 +17,6 @@ use ipnet::Ipv4Net;
 use super::{BgpPeer, PeerConfig, ReceivedRoute};
 use crate::netns::{check, Netns};
 use crate::process::Daemon;
-use crate::wait::wait_until;
 
 pub struct Bird {
     cfg: PeerConfig,
@@ -58,9 +57,10 @@ impl Bird {
             announced: BTreeSet::new(),
             daemon,
         };
-        wait_until(Duration::from_secs(10), "BIRD control socket", || {
-            Ok(bird.birdc(&["show", "status"]).is_ok())
-        })?;
+        bird.daemon
+            .wait_ready(Duration::from_secs(10), "BIRD control socket", || {
+                Ok(bird.birdc(&["show", "status"]).is_ok())
+            })?;
         Ok(bird)
     }
 

@@ -73,6 +73,10 @@ impl ExaBgp {
             ("exabgp.tcp.port", &port),
         ];
         let daemon = ns.spawn_env(dir, "exabgp", &["exabgp", &conf.to_string_lossy()], &env)?;
+        let log = daemon.log_path().to_path_buf();
+        daemon.wait_ready(Duration::from_secs(15), "ExaBGP to load its config", || {
+            Ok(std::fs::read_to_string(&log)?.contains("loaded new configuration successfully"))
+        })?;
         Ok(ExaBgp {
             cfg,
             fifo,

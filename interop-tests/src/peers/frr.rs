@@ -18,7 +18,6 @@ use serde_json::Value;
 use super::{BgpPeer, PeerConfig, ReceivedRoute};
 use crate::netns::{check, run_host, Netns};
 use crate::process::Daemon;
-use crate::wait::wait_until;
 
 const ZEBRA: &str = "/usr/lib/frr/zebra";
 const BGPD: &str = "/usr/lib/frr/bgpd";
@@ -65,7 +64,7 @@ impl Frr {
         let zargv: Vec<&str> = zargv.iter().map(String::as_str).collect();
         let zebra = ns.spawn(dir, "zebra", &zargv)?;
         let zserv = dir.join("zserv.api");
-        wait_until(Duration::from_secs(10), "zebra's zserv socket", || {
+        zebra.wait_ready(Duration::from_secs(10), "zebra's zserv socket", || {
             Ok(zserv.exists())
         })?;
 
@@ -80,9 +79,10 @@ impl Frr {
             bgpd,
             zebra,
         };
-        wait_until(Duration::from_secs(10), "bgpd vty", || {
-            Ok(frr.vtysh(&["show bgp summary json"]).is_ok())
-        })?;
+        frr.bgpd
+            .wait_ready(Duration::from_secs(10), "bgpd vty", || {
+                Ok(frr.vtysh(&["show bgp summary json"]).is_ok())
+            })?;
         Ok(frr)
     }
 

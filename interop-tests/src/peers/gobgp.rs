@@ -13,7 +13,6 @@ use serde_json::Value;
 use super::{BgpPeer, PeerConfig, ReceivedRoute};
 use crate::netns::Netns;
 use crate::process::Daemon;
-use crate::wait::wait_until;
 
 /// gRPC port; explicit so no instance relies on the default.
 const API_PORT: u16 = 50051;
@@ -52,9 +51,10 @@ impl GoBgp {
             ns_name: ns.name().to_string(),
             daemon,
         };
-        wait_until(Duration::from_secs(10), "gobgpd API", || {
-            Ok(g.gobgp(&["global"]).is_ok())
-        })?;
+        g.daemon
+            .wait_ready(Duration::from_secs(10), "gobgpd API", || {
+                Ok(g.gobgp(&["global"]).is_ok())
+            })?;
         Ok(g)
     }
 
