@@ -355,17 +355,21 @@ impl Rib {
         }
     }
 
-    fn best_event(&self, prefix: Ipv4Net, path: &Path) -> RouteEvent {
-        let next_hop = match path.source {
+    /// Where traffic for a path goes: its NEXT_HOP; for a local route without one, ourselves.
+    fn next_hop(&self, path: &Path) -> Ipv4Addr {
+        match path.source {
             RouteSource::Local => path.attrs.next_hop.unwrap_or(self.router_id),
             RouteSource::Peer(addr) => path.attrs.next_hop.unwrap_or(match addr {
                 IpAddr::V4(a) => a,
                 IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
             }),
-        };
+        }
+    }
+
+    fn best_event(&self, prefix: Ipv4Net, path: &Path) -> RouteEvent {
         RouteEvent::Best {
             prefix,
-            next_hop,
+            next_hop: self.next_hop(path),
             source: path.source,
         }
     }
@@ -458,13 +462,9 @@ impl Rib {
         for (prefix, dest) in &self.loc {
             for (i, path) in dest.paths.iter().enumerate() {
                 let a = &path.attrs;
-                let Some(RouteEvent::Best { next_hop, .. }) = Some(self.best_event(*prefix, path))
-                else {
-                    continue;
-                };
                 views.push(RouteView {
                     prefix: *prefix,
-                    next_hop,
+                    next_hop: self.next_hop(path),
                     as_path: as_path_text(a),
                     origin: match a.origin {
                         Some(Origin::Igp) => "IGP",

@@ -277,8 +277,10 @@ impl Owner {
                 })
                 .await;
         }));
-        if peer.session.is_none() && peer.conns.is_empty() {
-            peer.set_state(State::Connect, peer.info.clone());
+        // RFC 4271 §8.2.2: Connect while our attempt is under way; while waiting for the
+        // retry the peer stays Active (or Idle after a session ended).
+        if delay.is_zero() && peer.session.is_none() && peer.conns.is_empty() {
+            peer.set_state(State::Connect, "Connect");
         }
     }
 
