@@ -104,6 +104,42 @@ impl Netns {
         routes::parse(&self.ip(&["-j", "route", "show", "proto", proto])?)
     }
 
+    /// Runs `f` on a new thread that has entered this namespace (setns(2) on that thread
+    /// only; the rest of the process stays in the host namespace). Threads `f` creates, such as
+    /// a tokio runtime's workers, inherit the namespace, so sockets they open live in it.
+    pub fn spawn_thread<T, F>(&self, f: F) -> Result<std::thread::JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let path = format!("/run/netns/{}", self.name);
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name(format!("netns-{}", self.name))
+            .spawn(move || {
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns(2) on a valid fd we own; affects only this thread.
+                let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                let ok = r == 0;
+                let _ = ready_tx.send(if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                });
+                if !ok {
+                    // Never run `f` in the wrong namespace.
+                    panic!("setns failed");
+                }
+                f()
+            })?;
+        ready_rx
+            .recv()
+            .context("namespace thread vanished")?
+            .with_context(|| format!("setns into {}", self.name))?;
+        Ok(handle)
+    }
+
     /// Pids of the processes whose network namespace is this one.
     pub fn pids(&self) -> Result<Vec<i32>> {
         let out = run_host(&["ip", "netns", "pids", &self.name])?;

@@ -173,3 +173,19 @@ fn wait_ready_fails_at_once_when_the_daemon_dies() {
     assert!(err.contains("bad config line 3"), "{err}");
     assert!(err.contains("a socket that never comes"), "{err}");
 }
+
+#[test]
+fn a_thread_can_enter_a_namespace() {
+    let u = Underlay::new("ght", "10.78.0.0/24".parse().unwrap(), 2).unwrap();
+    // Binding the namespace's own address only works from inside it.
+    let h = u
+        .node(0)
+        .ns
+        .spawn_thread(|| std::net::TcpListener::bind("10.78.0.2:7777").map(|_| ()))
+        .unwrap();
+    h.join()
+        .unwrap()
+        .expect("bind to the namespace's own address");
+    // The test thread itself is still in the host namespace: that address is not ours here.
+    assert!(std::net::TcpListener::bind("10.78.0.2:7777").is_err());
+}
