@@ -15,9 +15,13 @@ use ipam::{AllocationAttrs, Ipam, IpamSettings, NodeRecord, NodeRegistry, Store}
 const ROLE: &str = "GINGHAM_RACE_WORKER";
 const RESULT: &str = "RACE-RESULT ";
 
-fn open(dir: &str) -> Ipam {
+fn open(dir: &str, pool: &str) -> Ipam {
     let store: Arc<dyn Store> = Arc::new(FileStore::open(dir).expect("open store"));
-    Ipam::open(store, IpamSettings::default()).expect("open ipam")
+    let settings = IpamSettings {
+        pool_cidr: pool.parse().expect("pool"),
+        ..Default::default()
+    };
+    Ipam::open(store, settings).expect("open ipam")
 }
 
 /// A tiny deterministic generator so each worker releases in its own order.
@@ -36,13 +40,10 @@ fn worker() {
         return; // run as a normal test: nothing to do
     };
     let mut parts = spec.split(',');
-    let (dir, node, id, count) = (
-        parts.next().unwrap().to_string(),
-        parts.next().unwrap().to_string(),
-        parts.next().unwrap().to_string(),
-        parts.next().unwrap().parse::<usize>().unwrap(),
-    );
-    let ipam = open(&dir);
+    let mut part = || parts.next().unwrap().to_string();
+    let (dir, pool, node, id, count) = (part(), part(), part(), part(), part());
+    let count: usize = count.parse().unwrap();
+    let ipam = open(&dir, &pool);
     let attrs = AllocationAttrs {
         node: node.clone(),
         pod: None,
@@ -76,6 +77,7 @@ fn worker() {
     );
 }
 
+/// What one worker did.
 struct Outcome {
     assigned: usize,
     released: usize,
@@ -83,10 +85,29 @@ struct Outcome {
     held: Vec<Ipv4Addr>,
 }
 
-fn run(nodes: &[&str], per_worker: usize) {
-    let dir = tempfile::tempdir().unwrap();
+/// Where the store lives. By default on tmpfs (`/dev/shm`) when there is one: this test is about
+/// compare-and-swap between processes, and without the disk's fsync latency the processes
+/// interleave far more often. `GINGHAM_RACE_DIR=/some/disk/dir` runs it on a real disk to measure
+/// the file store's speed there.
+fn race_dir() -> tempfile::TempDir {
+    let base = std::env::var("GINGHAM_RACE_DIR").unwrap_or_else(|_| "/dev/shm".into());
+    tempfile::tempdir_in(&base)
+        .or_else(|_| tempfile::tempdir())
+        .unwrap()
+}
+
+/// What the whole race did.
+struct Summary {
+    conflicts: u64,
+    borrowed: usize,
+}
+
+/// Runs one worker process per `(node, assigns)` entry on a fresh store and checks the result.
+fn run(pool: &str, workers: &[(&str, usize)]) -> Summary {
+    let nodes: Vec<&str> = workers.iter().map(|w| w.0).collect();
+    let dir = race_dir();
     let path = dir.path().to_str().unwrap().to_string();
-    let ipam = open(&path);
+    let ipam = open(&path, pool);
     let registry = NodeRegistry::new(ipam.store().clone());
     for (i, n) in nodes.iter().enumerate() {
         registry
@@ -100,13 +121,13 @@ fn run(nodes: &[&str], per_worker: usize) {
     }
     let exe = std::env::current_exe().unwrap();
     let start = Instant::now();
-    let children: Vec<_> = nodes
+    let children: Vec<_> = workers
         .iter()
         .enumerate()
-        .map(|(id, node)| {
+        .map(|(id, (node, per_worker))| {
             Command::new(&exe)
                 .args(["worker", "--exact", "--nocapture", "--test-threads=1"])
-                .env(ROLE, format!("{path},{node},{id},{per_worker}"))
+                .env(ROLE, format!("{path},{pool},{node},{id},{per_worker}"))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -167,25 +188,76 @@ fn run(nodes: &[&str], per_worker: usize) {
     let released: usize = outcomes.iter().map(|o| o.released).sum();
     let conflicts: u64 = outcomes.iter().map(|o| o.conflicts).sum();
     let usage = ipam.pool_usage().unwrap();
+    let borrowed: usize = distinct
+        .iter()
+        .map(|n| ipam.borrowed(n).unwrap().len())
+        .sum();
     eprintln!(
-        "race {nodes:?}: {assigned} assigned, {released} released, {} held in {} blocks, \
-         {conflicts} conflicts retried, {:.2?} ({:.0} ops/s)",
+        "race in {path} {pool} {nodes:?}: {assigned} assigned, {released} released, {} held in {} blocks \
+         ({borrowed} borrowed), {conflicts} conflicts retried, {:.2?} ({:.0} ops/s)",
         all.len(),
         usage.blocks_in_use,
         elapsed,
         (assigned + released) as f64 / elapsed.as_secs_f64().max(1e-9)
     );
-    assert_eq!(assigned, nodes.len() * per_worker);
+    assert_eq!(assigned, workers.iter().map(|w| w.1).sum::<usize>());
     assert!(elapsed < Duration::from_secs(600));
+    Summary {
+        conflicts,
+        borrowed,
+    }
 }
+
+const POOL: &str = "192.168.0.0/16";
 
 #[test]
 fn four_processes_four_nodes() {
-    run(&["race-a", "race-b", "race-c", "race-d"], 500);
+    run(
+        POOL,
+        &[
+            ("race-a", 500),
+            ("race-b", 500),
+            ("race-c", 500),
+            ("race-d", 500),
+        ],
+    );
 }
 
 #[test]
 fn four_processes_two_nodes_share_blocks() {
     // Two workers per node: they allocate from the same blocks, so every write races.
-    run(&["race-x", "race-x", "race-y", "race-y"], 500);
+    let out = run(
+        POOL,
+        &[
+            ("race-x", 500),
+            ("race-x", 500),
+            ("race-y", 500),
+            ("race-y", 500),
+        ],
+    );
+    assert!(
+        out.conflicts > 0,
+        "workers of one node never raced: the test proves nothing"
+    );
+}
+
+#[test]
+fn four_processes_borrow_from_a_small_pool() {
+    // Four /26 blocks (256 addresses). race-p ends up holding 150 addresses (three blocks'
+    // worth) and the others 30 each (one block each): six blocks' worth of demand for four
+    // blocks, so whoever comes late borrows. At most 240 are held at once, so a free address
+    // always exists and no assign may fail.
+    let out = run(
+        "10.9.0.0/24",
+        &[
+            ("race-p", 300),
+            ("race-q", 60),
+            ("race-r", 60),
+            ("race-s", 60),
+        ],
+    );
+    assert!(
+        out.borrowed > 0,
+        "no node borrowed: the pool was not tight enough"
+    );
 }
