@@ -104,8 +104,15 @@ fn bird_against(name: &str, start: Start, bird_as: u32, other_as: u32) {
     // A peer that dies takes its routes with it.
     other.announce(from_other).unwrap();
     await_route(&bird, from_other, n1.ip);
+    let killed = std::time::Instant::now();
     other.stop().unwrap();
     await_gone(&bird, from_other);
+    // A reference figure for our own agent's "within a second" (polling adds up to 100 ms).
+    eprintln!(
+        "{name}: BIRD dropped {from_other} {:?} after {} was killed",
+        killed.elapsed(),
+        other.kind()
+    );
     wait_until(T, "BIRD session down", || Ok(!bird.established(n1.ip)?)).unwrap();
 }
 
