@@ -29,6 +29,8 @@ pub enum Problem {
         node: String,
         cidr: Ipv4Net,
         state: String,
+        /// The node the block is affine to, if the block exists and has one.
+        block_node: Option<String>,
     },
     /// More than one node has an affinity for the same block.
     DuplicateAffinity { cidr: Ipv4Net, nodes: Vec<String> },
@@ -69,10 +71,22 @@ impl fmt::Display for Problem {
             Problem::AffinityWithoutBlock { node, cidr } => {
                 write!(f, "node {node} has an affinity for block {cidr}, which does not exist")
             }
-            Problem::StaleAffinity { node, cidr, state } => write!(
-                f,
-                "node {node} has a {state} affinity for block {cidr}, which is not its block"
-            ),
+            Problem::StaleAffinity {
+                node,
+                cidr,
+                state,
+                block_node,
+            } => {
+                if state != "confirmed" {
+                    write!(
+                        f,
+                        "node {node}'s {state} affinity for block {cidr} was left by a claim or release that did not finish"
+                    )
+                } else {
+                    let owner = block_node.as_deref().map_or("no node".to_string(), |n| format!("node {n}"));
+                    write!(f, "node {node} has an affinity for block {cidr}, which is affine to {owner}")
+                }
+            }
             Problem::DuplicateAffinity { cidr, nodes } => {
                 write!(f, "block {cidr} has affinities for several nodes: {}", nodes.join(", "))
             }
@@ -167,10 +181,16 @@ impl Ipam {
                         })
                     }
                     (AffinityState::Confirmed, Some(b)) if b.is_affine_to(&a.node) => {}
-                    (_, _) => problems.push(Problem::StaleAffinity {
+                    (state, block) => problems.push(Problem::StaleAffinity {
                         node: a.node.clone(),
                         cidr: *cidr,
-                        state: format!("{:?}", a.state),
+                        state: match state {
+                            AffinityState::Pending => "pending",
+                            AffinityState::Confirmed => "confirmed",
+                            AffinityState::PendingDeletion => "pendingDeletion",
+                        }
+                        .to_string(),
+                        block_node: block.and_then(|b| b.host_node()).map(str::to_string),
                     }),
                 }
             }

@@ -52,6 +52,12 @@ fn at(node: &str) -> AllocationAttrs {
 }
 
 #[test]
+fn ipam_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Ipam>();
+}
+
+#[test]
 fn assign_is_idempotent_and_recorded() {
     let ipam = ipam("192.168.0.0/16", 26, &["a"]);
     let ip = ipam.assign("c1", &at("a")).unwrap();
@@ -380,6 +386,11 @@ fn check_finds_each_planted_problem_and_repair_fixes_them() {
         "{shown:#?}"
     );
     assert!(shown.iter().any(|s| s.contains("leaked")), "{shown:#?}");
+    assert!(
+        shown.iter().any(|s| s
+            == &format!("node c has an affinity for block {a_block}, which is affine to node a")),
+        "{shown:#?}"
+    );
 
     let report = ipam.repair().unwrap();
     assert!(report.repaired.len() >= 7, "{report:#?}");
@@ -547,4 +558,33 @@ proptest! {
         let problems = ipam.check().unwrap();
         prop_assert!(problems.is_empty(), "{:?}", problems);
     }
+}
+
+#[test]
+fn repair_finishes_or_withdraws_half_done_claims() {
+    let ipam = ipam("10.0.0.0/24", 26, &["a", "b"]);
+    let blocks: Vec<_> = (0..4).filter_map(|i| ipam.pool().block(i)).collect();
+    // a crashed after creating its pending affinity and the block: the claim is a's.
+    plant_affinity(&ipam, "a", blocks[0], AffinityState::Pending);
+    plant_block(&ipam, blocks[0], "a");
+    // a crashed after losing the block to b, before withdrawing its pending affinity.
+    plant_block(&ipam, blocks[1], "b");
+    plant_affinity(&ipam, "b", blocks[1], AffinityState::Confirmed);
+    plant_affinity(&ipam, "a", blocks[1], AffinityState::Pending);
+    let problems = ipam.check().unwrap();
+    let stale: Vec<_> = problems
+        .iter()
+        .filter(|p| matches!(p, Problem::StaleAffinity { state, .. } if state == "pending"))
+        .collect();
+    assert_eq!(stale.len(), 2, "{problems:#?}");
+    assert!(
+        stale[0].to_string().contains("did not finish"),
+        "{}",
+        stale[0]
+    );
+    let report = ipam.repair().unwrap();
+    assert_none(report.left);
+    assert_eq!(ipam.node_blocks("a").unwrap(), vec![blocks[0]]);
+    assert_eq!(ipam.node_blocks("b").unwrap(), vec![blocks[1]]);
+    assert_none(ipam.check().unwrap());
 }

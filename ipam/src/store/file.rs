@@ -33,7 +33,35 @@ impl FileStore {
             fs::create_dir_all(&d).map_err(|e| StoreError::io("cannot create", &d, e))?;
         }
         let lock = DirLock::open(&dir.join(".lock"))?;
-        Ok(FileStore { dir, lock })
+        let store = FileStore { dir, lock };
+        store.sweep_temporaries();
+        Ok(store)
+    }
+
+    /// Removes temporaries left by writers that crashed between staging and renaming. Only old
+    /// ones: a young one may belong to a write in flight in another process.
+    fn sweep_temporaries(&self) {
+        const OLD: Duration = Duration::from_secs(600);
+        for kind in Kind::ALL {
+            let Ok(entries) = fs::read_dir(self.dir.join(kind.as_str())) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !(name.starts_with('.') && name.ends_with(".tmp")) {
+                    continue;
+                }
+                let age = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok());
+                if age.is_some_and(|a| a > OLD) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -277,7 +305,25 @@ impl Store for FileStore {
 
     fn watch(&self, kind: Kind) -> Result<Watch, StoreError> {
         let dir = self.dir.join(kind.as_str());
-        poll_watch::spawn(kind, WATCH_INTERVAL, move || Self::list_dir(&dir, kind))
+        let mut last: Option<SystemTime> = None;
+        poll_watch::spawn(kind, WATCH_INTERVAL, move || {
+            // Every write renames into the directory, which moves its mtime, so an unchanged
+            // mtime means nothing changed, and an idle watch (250 agents in the lab each
+            // watching the nodes) costs a stat, not a read of every record. The clock behind
+            // mtime is coarse, so two writes in one tick could share an mtime: a directory
+            // changed in the last second is listed regardless.
+            let mtime = fs::metadata(&dir)
+                .and_then(|m| m.modified())
+                .map_err(|e| StoreError::io("cannot stat", &dir, e))?;
+            let recent = SystemTime::now()
+                .duration_since(mtime)
+                .map_or(true, |age| age < Duration::from_secs(1));
+            if last == Some(mtime) && !recent {
+                return Ok(None);
+            }
+            last = Some(mtime);
+            Self::list_dir(&dir, kind).map(Some)
+        })
     }
 }
 

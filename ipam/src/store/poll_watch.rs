@@ -1,6 +1,7 @@
-//! A watch by polling: a thread lists the kind every interval and sends the differences.
-//! Cheap enough for a few hundred records and portable; the thread stops when the `Watch`
-//! is dropped or its receiver is gone.
+//! A watch by polling: a thread asks for a listing every interval and sends the differences.
+//! The lister may answer "unchanged" without reading anything (the file store looks at its
+//! directory's mtime), so an idle watch costs one `stat` per interval. The thread stops when the
+//! `Watch` is dropped or its receiver is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,12 +14,13 @@ use crate::error::StoreError;
 
 pub fn spawn<F>(kind: Kind, interval: Duration, list: F) -> Result<Watch, StoreError>
 where
-    F: Fn() -> Result<Listing, StoreError> + Send + 'static,
+    F: FnMut() -> Result<Option<Listing>, StoreError> + Send + 'static,
 {
+    let mut list = list;
     let (tx, rx) = channel();
     let stop = Arc::new(AtomicBool::new(false));
     // The first listing is taken here, so an error (store unreadable) reaches the caller.
-    let first = list()?;
+    let first = list()?.unwrap_or_default();
     let mut seen = Seen::default();
     if !seen.diff(first, &tx) || tx.send(WatchEvent::Synced).is_err() {
         return Ok(Watch::new(rx, stop));
@@ -33,7 +35,8 @@ where
                     break;
                 }
                 match list() {
-                    Ok(listing) => {
+                    Ok(None) => {}
+                    Ok(Some(listing)) => {
                         if !seen.diff(listing, &tx) {
                             break;
                         }

@@ -178,3 +178,43 @@ fn watch_polls_changes() {
         Some(super::super::WatchEvent::Error(c)) if c.path.ends_with("z.json")
     ));
 }
+
+#[test]
+fn watch_sees_a_change_after_a_quiet_spell() {
+    // Past the first second the watch only lists when the directory's mtime moves.
+    let (_dir, s) = store();
+    s.create(Kind::Node, "a", json!(1)).unwrap();
+    let w = s.watch(Kind::Node).unwrap();
+    let t = Duration::from_secs(2);
+    assert!(matches!(
+        w.recv_timeout(t),
+        Some(super::super::WatchEvent::Added(_))
+    ));
+    assert_eq!(w.recv_timeout(t), Some(super::super::WatchEvent::Synced));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(w.try_recv(), None);
+    let a = s.get(Kind::Node, "a").unwrap();
+    s.update(Kind::Node, "a", &a.revision, json!(2)).unwrap();
+    assert!(
+        matches!(w.recv_timeout(t), Some(super::super::WatchEvent::Modified(r)) if r.data == json!(2))
+    );
+}
+
+#[test]
+fn old_temporaries_are_swept_on_open() {
+    let (dir, _s) = store();
+    let old = dir.path().join("Node/.a.json.1-1.tmp");
+    fs::write(&old, b"partial").unwrap();
+    let past = SystemTime::now() - Duration::from_secs(3600);
+    File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    let young = dir.path().join("Node/.b.json.1-2.tmp");
+    fs::write(&young, b"in flight").unwrap();
+    FileStore::open(dir.path()).unwrap();
+    assert!(!old.exists());
+    assert!(young.exists(), "a temporary of a write in flight must stay");
+}
