@@ -144,10 +144,19 @@ impl AdjRibOut {
         let mut batch = OutBatch::default();
         // Group by the interned pointer: equal attribute sets are the same allocation.
         let mut groups: HashMap<*const PathAttributes, usize> = HashMap::new();
+        // Export depends only on the attribute set and where it came from: compute it once per
+        // (set, source), not once per prefix.
+        let mut exported: HashMap<
+            (*const PathAttributes, RouteSource),
+            Option<Arc<PathAttributes>>,
+        > = HashMap::new();
         for prefix in std::mem::take(&mut self.dirty) {
-            let wanted = lookup(&prefix)
-                .and_then(|(path, from)| self.export(path, from))
-                .map(|a| interner.intern(a));
+            let wanted = lookup(&prefix).and_then(|(path, from)| {
+                exported
+                    .entry((Arc::as_ptr(&path.attrs), path.source))
+                    .or_insert_with(|| self.export(path, from).map(|a| interner.intern(a)))
+                    .clone()
+            });
             match (wanted, self.advertised.get(&prefix)) {
                 (None, None) => {}
                 (None, Some(_)) => {

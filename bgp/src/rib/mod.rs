@@ -153,10 +153,17 @@ impl Rib {
         };
         let source = RouteSource::Peer(address);
         let mut events = Vec::new();
-        for (prefix, entry) in peer.adj_in {
-            if entry.accepted {
-                self.remove_path(prefix, source, &mut events);
-            }
+        // In prefix order: the Loc-RIB is a B-tree, and walking it in order instead of in hash
+        // order is several times faster on a full table (cache locality).
+        let mut prefixes: Vec<Ipv4Net> = peer
+            .adj_in
+            .into_iter()
+            .filter(|(_, e)| e.accepted)
+            .map(|(p, _)| p)
+            .collect();
+        prefixes.sort_unstable();
+        for prefix in prefixes {
+            self.remove_path(prefix, source, &mut events);
         }
         self.interner.sweep();
         events
@@ -305,7 +312,10 @@ impl Rib {
         let Some(dest) = self.loc.get(&prefix) else {
             return;
         };
-        let best = {
+        let best = if dest.paths.len() == 1 {
+            // The common case needs no candidate list.
+            Some((0, BestReason::OnlyPath))
+        } else {
             let cands: Vec<Candidate<'_>> = dest
                 .paths
                 .iter()
