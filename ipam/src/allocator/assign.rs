@@ -27,6 +27,8 @@ enum Want<'a> {
 
 impl Ipam {
     /// An address for `handle`. Idempotent: a handle that already holds an address gets it back.
+    /// Two *concurrent* assigns of one handle are not merged (each may get an address); the CNI
+    /// runs one ADD per container at a time, and `release` frees both.
     pub fn assign(&self, handle: &str, attrs: &AllocationAttrs) -> Result<Ipv4Addr, IpamError> {
         if handle.is_empty() {
             return Err(IpamError::InvalidHandle(handle.to_string()));

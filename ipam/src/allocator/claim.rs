@@ -194,7 +194,9 @@ impl Ipam {
         &self,
         node: &str,
     ) -> Result<Vec<Versioned<BlockAffinity>>, IpamError> {
-        let (affs, _) = resources::list::<BlockAffinity>(&*self.store)?;
+        // Affinity names start with the node name, so only this node's records (and those of
+        // nodes whose names extend it, dropped below) are read.
+        let (affs, _) = resources::list_prefix::<BlockAffinity>(&*self.store, &format!("{node}-"))?;
         let mut mine: Vec<_> = affs.into_iter().filter(|a| a.value.node == node).collect();
         mine.sort_by_key(|a| a.value.cidr);
         Ok(mine)

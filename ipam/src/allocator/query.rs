@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::Ipam;
 use crate::error::IpamError;
-use crate::resources::{self, AffinityState, AllocationBlock, BlockAffinity};
+use crate::resources::{self, AffinityState, AllocationBlock, BlockAffinity, TypedWatch};
 
 /// One block's usage, for `routectl show blocks`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -156,6 +156,12 @@ impl Ipam {
             }
         }
         Ok(out)
+    }
+
+    /// Block affinities as they change: what the agent follows to add and remove block routes
+    /// (only `Confirmed` ones are routed).
+    pub fn watch_affinities(&self) -> Result<TypedWatch<BlockAffinity>, IpamError> {
+        Ok(TypedWatch::start(&*self.store)?)
     }
 
     /// Every affinity record (for `routectl` and `check`).

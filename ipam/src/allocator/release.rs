@@ -19,7 +19,8 @@ pub struct NodeRelease {
 
 impl Ipam {
     /// Frees what `handle` holds and forgets the handle. Idempotent: returns the addresses it
-    /// freed, none the second time.
+    /// freed, none the second time. It goes by the handle record, without scanning the pool, so
+    /// an address whose assign stopped before writing the record is left to `repair`.
     pub fn release(&self, handle: &str) -> Result<Vec<Ipv4Addr>, IpamError> {
         let mut released = Vec::new();
         // Repeats if the handle record changed while we worked (the same handle assigned again).

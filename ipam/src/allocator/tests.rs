@@ -85,6 +85,28 @@ fn assign_is_idempotent_and_recorded() {
 }
 
 #[test]
+fn affinity_watch_sees_claims() {
+    let ipam = ipam("192.168.0.0/16", 26, &["a"]);
+    let w = ipam.watch_affinities().unwrap();
+    let t = Duration::from_millis(200);
+    assert_eq!(
+        w.recv_timeout(t),
+        Some(crate::resources::TypedEvent::Synced)
+    );
+    ipam.assign("c", &at("a")).unwrap();
+    let mut states = Vec::new();
+    while let Some(ev) = w.recv_timeout(t) {
+        match ev {
+            crate::resources::TypedEvent::Added(v) | crate::resources::TypedEvent::Modified(v) => {
+                states.push(v.value.state)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(states, [AffinityState::Pending, AffinityState::Confirmed]);
+}
+
+#[test]
 fn release_returns_what_assign_gave_once() {
     let ipam = ipam("192.168.0.0/16", 26, &["a"]);
     let ip = ipam.assign("c1", &at("a")).unwrap();

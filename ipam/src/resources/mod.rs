@@ -87,7 +87,19 @@ pub fn get<T: Resource>(store: &dyn Store, name: &str) -> Result<Option<Versione
 pub fn list<T: Resource>(
     store: &dyn Store,
 ) -> Result<(Vec<Versioned<T>>, Vec<CorruptRecord>), StoreError> {
-    let listing = store.list(T::KIND)?;
+    list_prefix(store, "")
+}
+
+/// The records whose name starts with `prefix`, and the unreadable ones among them.
+pub fn list_prefix<T: Resource>(
+    store: &dyn Store,
+    prefix: &str,
+) -> Result<(Vec<Versioned<T>>, Vec<CorruptRecord>), StoreError> {
+    let listing = if prefix.is_empty() {
+        store.list(T::KIND)?
+    } else {
+        store.list_prefix(T::KIND, prefix)?
+    };
     let mut errors = listing.errors;
     let mut out = Vec::with_capacity(listing.records.len());
     for rec in listing.records {

@@ -110,7 +110,8 @@ impl FileStore {
         sync_dir(path.parent().unwrap_or(&self.dir))
     }
 
-    fn list_dir(dir: &Path, kind: Kind) -> Result<Listing, StoreError> {
+    /// Reads the records of one kind whose file name starts with `prefix` (escaped).
+    fn list_dir(dir: &Path, kind: Kind, prefix: &str) -> Result<Listing, StoreError> {
         let mut listing = Listing::default();
         let entries = fs::read_dir(dir).map_err(|e| StoreError::io("cannot list", dir, e))?;
         for entry in entries {
@@ -120,7 +121,7 @@ impl FileStore {
                 continue;
             };
             // Hidden files are temporaries of writes in progress (or left by a crash).
-            if fname.starts_with('.') || !fname.ends_with(".json") {
+            if fname.starts_with('.') || !fname.ends_with(".json") || !fname.starts_with(prefix) {
                 continue;
             }
             match read_record(&entry.path(), kind) {
@@ -215,7 +216,20 @@ impl Store for FileStore {
     }
 
     fn list(&self, kind: Kind) -> Result<Listing, StoreError> {
-        Self::list_dir(&self.dir.join(kind.as_str()), kind)
+        Self::list_dir(&self.dir.join(kind.as_str()), kind, "")
+    }
+
+    fn list_prefix(&self, kind: Kind, prefix: &str) -> Result<Listing, StoreError> {
+        // Escaping maps byte by byte, so the escaped prefix is a prefix of every escaped name
+        // that starts with `prefix`: files of other names are not even opened.
+        let escaped = if prefix.is_empty() {
+            String::new()
+        } else {
+            names::escape(prefix)?
+        };
+        let mut listing = Self::list_dir(&self.dir.join(kind.as_str()), kind, &escaped)?;
+        listing.records.retain(|r| r.name.starts_with(prefix));
+        Ok(listing)
     }
 
     fn create(
@@ -322,7 +336,7 @@ impl Store for FileStore {
                 return Ok(None);
             }
             last = Some(mtime);
-            Self::list_dir(&dir, kind).map(Some)
+            Self::list_dir(&dir, kind, "").map(Some)
         })
     }
 }

@@ -156,6 +156,14 @@ pub trait Store: Send + Sync {
     fn get(&self, kind: Kind, name: &str) -> Result<Record, StoreError>;
     /// Every readable record of `kind`, sorted by name, and every unreadable one.
     fn list(&self, kind: Kind) -> Result<Listing, StoreError>;
+    /// The records of `kind` whose name starts with `prefix` (a node's affinities are named
+    /// `<node>-<cidr>`). Backends that can select without reading everything (a file-name filter,
+    /// a Kubernetes label selector) override this.
+    fn list_prefix(&self, kind: Kind, prefix: &str) -> Result<Listing, StoreError> {
+        let mut listing = self.list(kind)?;
+        listing.records.retain(|r| r.name.starts_with(prefix));
+        Ok(listing)
+    }
     /// Fails with `AlreadyExists` if the name is taken (and with `Corrupt` if an unreadable
     /// record holds it).
     fn create(&self, kind: Kind, name: &str, data: serde_json::Value)

@@ -218,3 +218,30 @@ fn old_temporaries_are_swept_on_open() {
     assert!(!old.exists());
     assert!(young.exists(), "a temporary of a write in flight must stay");
 }
+
+#[test]
+fn list_prefix_reads_only_matching_names() {
+    let (dir, s) = store();
+    s.create(Kind::BlockAffinity, "node-1-10-0-0-0-26", json!(1))
+        .unwrap();
+    s.create(Kind::BlockAffinity, "node-1-x-10-0-0-64-26", json!(2))
+        .unwrap();
+    s.create(Kind::BlockAffinity, "node-2-10-0-0-128-26", json!(3))
+        .unwrap();
+    s.create(Kind::BlockAffinity, "a/b-1", json!(4)).unwrap();
+    // A corrupt record of another node is not even opened.
+    fs::write(dir.path().join("BlockAffinity/node-2-junk.json"), b"junk").unwrap();
+    let l = s.list_prefix(Kind::BlockAffinity, "node-1-").unwrap();
+    let names: Vec<_> = l.records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["node-1-10-0-0-0-26", "node-1-x-10-0-0-64-26"]);
+    assert!(l.errors.is_empty());
+    let l = s.list_prefix(Kind::BlockAffinity, "a/b").unwrap();
+    assert_eq!(l.records.len(), 1);
+    assert_eq!(
+        s.list_prefix(Kind::BlockAffinity, "")
+            .unwrap()
+            .records
+            .len(),
+        4
+    );
+}
