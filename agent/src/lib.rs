@@ -1,7 +1,9 @@
 //! `agent`: the node daemon (`gingham-agent`), the operator CLI (`routectl`) and the CNI plugin
 //! (`gingham-cni`).
 
+pub mod autodetect;
 pub mod control;
+pub mod daemon;
 pub mod metrics;
 pub mod render;
 

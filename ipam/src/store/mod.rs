@@ -33,16 +33,19 @@ pub enum Kind {
     IPAMHandle,
     IPAMConfig,
     Node,
+    /// A pod on a node, recorded by that node's agent (Calico's WorkloadEndpoint).
+    WorkloadEndpoint,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::IPPool,
         Kind::IPAMBlock,
         Kind::BlockAffinity,
         Kind::IPAMHandle,
         Kind::IPAMConfig,
         Kind::Node,
+        Kind::WorkloadEndpoint,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Kind {
             Kind::IPAMHandle => "IPAMHandle",
             Kind::IPAMConfig => "IPAMConfig",
             Kind::Node => "Node",
+            Kind::WorkloadEndpoint => "WorkloadEndpoint",
         }
     }
 }

@@ -1,0 +1,369 @@
+//! Answers control-socket requests and metrics scrapes from the agent's state.
+
+use super::Agent;
+use crate::control::api::{
+    Assignment, BlockInfo, BlocksReport, Command, IpInfo, IpamReport, MessageCounts, PeerInfo,
+    Request, Response, RouteInfo, Summary, Trace,
+};
+use crate::control::{Handler, HandlerFuture};
+use crate::metrics::{MetricsSource, Snapshot};
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// The handler is a thin wrapper so `Agent` stays free of trait plumbing.
+pub struct AgentHandler(pub Arc<Agent>);
+
+impl Handler for AgentHandler {
+    fn handle(&self, request: Request) -> HandlerFuture<'_> {
+        Box::pin(async move {
+            match self.0.answer(request.command).await {
+                Ok(r) => r,
+                Err(e) => Response::err(e),
+            }
+        })
+    }
+}
+
+impl MetricsSource for AgentHandler {
+    fn snapshot(&self) -> Pin<Box<dyn Future<Output = Snapshot> + Send + '_>> {
+        Box::pin(async move { self.0.snapshot().await })
+    }
+}
+
+fn counts(c: &bgp::MessageCounts) -> MessageCounts {
+    MessageCounts {
+        open: c.open,
+        update: c.update,
+        notification: c.notification,
+        keepalive: c.keepalive,
+        route_refresh: c.route_refresh,
+    }
+}
+
+pub fn peer_info(p: &bgp::PeerStatus) -> PeerInfo {
+    PeerInfo {
+        address: p.address,
+        port: p.port,
+        asn: p.r#as,
+        peer_type: p.label.clone(),
+        state: p.state.clone(),
+        since: p.since_unix,
+        uptime_secs: p.uptime_secs,
+        info: p.info.clone(),
+        hold_time: p.hold_time,
+        keepalive: p.keepalive,
+        capabilities: p.capabilities.clone(),
+        prefixes_received: p.prefixes_received,
+        prefixes_accepted: p.prefixes_accepted,
+        prefixes_advertised: p.prefixes_advertised,
+        messages_in: counts(&p.messages_in),
+        messages_out: counts(&p.messages_out),
+        last_error: p.last_error.clone(),
+        flaps: p.flaps,
+    }
+}
+
+/// Runs synchronous IPAM work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+impl Agent {
+    async fn peers(&self) -> Result<Vec<PeerInfo>, String> {
+        let status = self.speaker.status().await.map_err(|e| e.to_string())?;
+        Ok(status.peers.iter().map(peer_info).collect())
+    }
+
+    async fn routes_view(&self) -> Result<Vec<RouteInfo>, String> {
+        let routes = self.speaker.routes().await.map_err(|e| e.to_string())?;
+        let st = self.routes.lock().await;
+        Ok(routes
+            .into_iter()
+            .map(|r| {
+                let in_kernel = r.best
+                    && if r.source == "local" {
+                        st.blackholes.contains(&r.prefix)
+                    } else {
+                        st.via.get(&r.prefix) == Some(&r.next_hop)
+                    };
+                RouteInfo {
+                    prefix: r.prefix,
+                    next_hop: r.next_hop,
+                    as_path: r.as_path,
+                    origin: r.origin,
+                    local_pref: r.local_pref,
+                    med: r.med,
+                    source: r.source,
+                    best: r.best,
+                    in_kernel,
+                    reason: r.reason,
+                }
+            })
+            .collect())
+    }
+
+    async fn blocks_report(&self) -> Result<BlocksReport, String> {
+        let ipam = self.ipam.clone();
+        let (usage, blocks) = blocking(move || {
+            let usage = ipam.pool_usage().map_err(|e| e.to_string())?;
+            let blocks = ipam.blocks().map_err(|e| e.to_string())?;
+            Ok((usage, blocks))
+        })
+        .await?;
+        Ok(BlocksReport {
+            pool: usage.cidr,
+            block_size: usage.block_size,
+            total: usage.addresses_total,
+            in_use: usage.addresses_in_use,
+            free: usage.addresses_free,
+            blocks: blocks
+                .into_iter()
+                .map(|b| BlockInfo {
+                    block: b.cidr,
+                    node: b.node,
+                    in_use: b.in_use as u64,
+                    free: b.free as u64,
+                })
+                .collect(),
+        })
+    }
+
+    async fn ip_info(&self, ip: Ipv4Addr) -> Result<IpInfo, String> {
+        let ipam = self.ipam.clone();
+        let (alloc, block) = blocking(move || {
+            let alloc = ipam.lookup(ip).map_err(|e| e.to_string())?;
+            // The block that would hold it, and whether it exists (claimed) and whose it is.
+            let block = match ipam.pool().block_of(ip) {
+                Some(cidr) => ipam
+                    .blocks()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .find(|b| b.cidr == cidr),
+                None => None,
+            };
+            Ok((alloc, block))
+        })
+        .await?;
+        Ok(IpInfo {
+            ip,
+            assigned: alloc.is_some(),
+            handle: alloc.as_ref().map(|a| a.handle.clone()),
+            block: block.as_ref().map(|b| b.cidr),
+            block_owner: block.and_then(|b| b.node),
+            node: alloc.as_ref().and_then(|a| a.node.clone()),
+            pod: alloc.as_ref().and_then(|a| a.pod.clone()),
+            namespace: alloc.as_ref().and_then(|a| a.namespace.clone()),
+        })
+    }
+
+    async fn trace(&self, ip: Ipv4Addr) -> Result<Trace, String> {
+        let info = self.ip_info(ip).await?;
+        let pool = self.ipam.pool().cidr;
+        let in_pool = pool.contains(&ip);
+        let mut steps = Vec::new();
+        if in_pool {
+            steps.push(format!("{ip} is in the pod pool {pool}"));
+        } else {
+            steps.push(format!("{ip} is outside the pod pool {pool}"));
+        }
+        match (&info.block, &info.block_owner) {
+            (Some(b), Some(owner)) => {
+                steps.push(format!("it is in block {b}, affine to node {owner}"))
+            }
+            (Some(b), None) => steps.push(format!("it is in block {b}, which no node owns")),
+            (None, _) if in_pool => steps.push("no block holds it yet (unallocated)".into()),
+            _ => {}
+        }
+        let borrowed_by = match (&info.node, &info.block_owner) {
+            (Some(n), Some(owner)) if n != owner => {
+                steps.push(format!("node {n} borrowed it and advertises it as {ip}/32"));
+                Some(n.clone())
+            }
+            _ => None,
+        };
+        if info.assigned {
+            steps.push(format!(
+                "it is assigned to {} ({}/{})",
+                info.handle.as_deref().unwrap_or("-"),
+                info.namespace.as_deref().unwrap_or("-"),
+                info.pod.as_deref().unwrap_or("-")
+            ));
+        } else if in_pool {
+            steps.push("it is not assigned to anything".into());
+        }
+
+        // The kernel route: longest prefix match over this node's routes.
+        let installed = self
+            .kernel
+            .lock()
+            .await
+            .list_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let best = installed
+            .iter()
+            .filter(|r| r.prefix.contains(&ip))
+            .max_by_key(|r| r.prefix.prefix_len());
+        let kernel_route = best.map(|r| {
+            let mut text = r.desired().to_string();
+            if let (crate::kernel::RouteTarget::Via(_), Some(dev)) = (&r.target, &r.ifname) {
+                text = text.replace(" proto bird", &format!(" dev {dev} proto bird"));
+            }
+            text
+        });
+        match &kernel_route {
+            Some(r) => steps.push(format!("this node's kernel uses: {r}")),
+            None => steps.push("no Gingham route covers it here: the kernel's other routes (e.g. the default route) decide".into()),
+        }
+        let endpoint = self
+            .endpoints_of_this_node()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|e| e.ip == ip);
+        let owner_is_local =
+            info.block_owner.as_deref() == Some(self.node.as_str()) || endpoint.is_some();
+        if let Some(ep) = &endpoint {
+            steps.push(format!(
+                "it is pod {}/{} on this node, behind {} (pod side {} in {})",
+                ep.namespace.as_deref().unwrap_or("-"),
+                ep.pod.as_deref().unwrap_or("-"),
+                ep.interface,
+                ep.pod_interface,
+                ep.netns
+            ));
+        } else if let Some(crate::kernel::RouteTarget::Via(gw)) = best.map(|r| &r.target) {
+            steps.push(format!(
+                "packets leave through {} to {gw}, unencapsulated",
+                best.and_then(|r| r.ifname.clone())
+                    .unwrap_or_else(|| "?".into())
+            ));
+        } else if best.is_some_and(|r| r.target == crate::kernel::RouteTarget::Blackhole) {
+            steps.push(
+                "the block is ours but no pod holds this address: dropped by the blackhole".into(),
+            );
+        }
+        let bgp_route = self
+            .routes_view()
+            .await?
+            .into_iter()
+            .filter(|r| r.best && r.prefix.contains(&ip))
+            .max_by_key(|r| r.prefix.prefix_len());
+        Ok(Trace {
+            ip,
+            in_pool,
+            block: info.block,
+            block_owner: info.block_owner,
+            owner_is_local,
+            borrowed_by,
+            kernel_route,
+            bgp_route,
+            endpoint,
+            steps,
+        })
+    }
+
+    pub async fn snapshot(&self) -> Snapshot {
+        let peers = self.peers().await.unwrap_or_default();
+        let st = self.routes.lock().await;
+        let (kernel_routes, local_blocks) = (
+            (st.via.len() + st.blackholes.len()) as u64,
+            st.blocks.len() as u64,
+        );
+        drop(st);
+        let endpoints = self
+            .endpoints_of_this_node()
+            .await
+            .map(|e| e.len() as u64)
+            .unwrap_or(0);
+        Snapshot {
+            node: self.node.clone(),
+            peers,
+            kernel_routes,
+            local_blocks,
+            endpoints,
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+
+    async fn answer(&self, cmd: Command) -> Result<Response, String> {
+        Ok(match cmd {
+            Command::Summary => Response::ok(&Summary {
+                node: self.node.clone(),
+                ip: self.ip,
+                asn: self.asn,
+                router_id: self.router_id,
+                peers: self.peers().await?,
+            }),
+            Command::Peers => Response::ok(&self.peers().await?),
+            Command::Routes => Response::ok(&self.routes_view().await?),
+            Command::Blocks => Response::ok(&self.blocks_report().await?),
+            Command::Endpoints => Response::ok(
+                &self
+                    .endpoints_of_this_node()
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            Command::IpamCheck => {
+                let ipam = self.ipam.clone();
+                let problems = blocking(move || ipam.check().map_err(|e| e.to_string())).await?;
+                Response::ok(&IpamReport {
+                    problems: problems.iter().map(|p| p.to_string()).collect(),
+                    fixed: vec![],
+                })
+            }
+            Command::IpamRepair => {
+                let ipam = self.ipam.clone();
+                let (problems, report) = blocking(move || {
+                    let problems = ipam.check().map_err(|e| e.to_string())?;
+                    let report = ipam.repair().map_err(|e| e.to_string())?;
+                    Ok((problems, report))
+                })
+                .await?;
+                self.wake_local.notify_one();
+                Response::ok(&IpamReport {
+                    problems: problems.iter().map(|p| p.to_string()).collect(),
+                    fixed: report
+                        .repaired
+                        .iter()
+                        .map(|r| format!("{}: {}", r.problem, r.action))
+                        .collect(),
+                })
+            }
+            Command::IpamShow { ip } => Response::ok(&self.ip_info(ip).await?),
+            Command::IpamAssign { handle, .. } => {
+                let ip = self.assign(&handle, None, None).await?;
+                Response::ok(&Assignment {
+                    handle,
+                    ip: Some(ip),
+                })
+            }
+            Command::IpamRelease { handle } => {
+                let released = self.release(&handle).await?;
+                Response::ok(&Assignment {
+                    handle,
+                    ip: released.first().copied(),
+                })
+            }
+            Command::Trace { ip } => Response::ok(&self.trace(ip).await?),
+            Command::EndpointAssign {
+                container_id,
+                pod,
+                namespace,
+            } => Response::ok(&self.endpoint_assign(&container_id, pod, namespace).await?),
+            Command::EndpointAttach(ep) => Response::ok(&self.endpoint_attach(ep).await?),
+            Command::EndpointRelease { container_id } => {
+                Response::ok(&self.endpoint_release(&container_id).await?)
+            }
+            Command::EndpointCheck { container_id } => {
+                Response::ok(&self.endpoint_check(&container_id).await?)
+            }
+        })
+    }
+}
