@@ -20,7 +20,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// How often backlogged outboxes are retried.
-const RETRY_TICK: Duration = Duration::from_millis(20);
+const RETRY_TICK: Duration = Duration::from_millis(2);
+/// Route events a subscriber may have unread before the rest waits in its outbox. Tokio
+/// allocates channel slots lazily, so a large bound costs nothing until used.
+const SUBSCRIBER_CHANNEL: usize = 16384;
 /// Events handled before the Adj-RIB-Outs are flushed (so UPDATEs are packed across events).
 const EVENT_BATCH: usize = 256;
 /// How long shutdown waits for sessions to write their Cease.
@@ -182,7 +185,7 @@ impl Owner {
                 let _ = reply.send(());
             }
             Request::Subscribe(reply) => {
-                let (tx, rx) = mpsc::channel(4096);
+                let (tx, rx) = mpsc::channel(SUBSCRIBER_CHANNEL);
                 let mut outbox = Outbox::new(tx);
                 for e in self.rib.best_routes() {
                     outbox.push(e);
