@@ -79,18 +79,15 @@ struct Destination {
     best: Option<BestReason>,
 }
 
-/// A received route: its attributes and whether it passed import checks (AS loop etc.).
-#[derive(Debug, Clone)]
-struct AdjInEntry {
-    attrs: Arc<PathAttributes>,
-    accepted: bool,
-}
-
+/// A peer's Adj-RIB-In. Accepted routes live only in the Loc-RIB (as the peer's path of each
+/// prefix), so a full table is not stored twice; routes refused by the import checks are kept
+/// aside so they can be shown and counted.
 #[derive(Debug)]
 struct PeerRib {
     info: PeerInfo,
-    adj_in: HashMap<Ipv4Net, AdjInEntry>,
+    /// Number of this peer's paths in the Loc-RIB.
     accepted: u64,
+    rejected: HashMap<Ipv4Net, Arc<PathAttributes>>,
     /// Present while the session is Established.
     out: Option<AdjRibOut>,
 }
@@ -138,8 +135,8 @@ impl Rib {
             info.address,
             PeerRib {
                 info,
-                adj_in: HashMap::new(),
                 accepted: 0,
+                rejected: HashMap::new(),
                 out: Some(out),
             },
         );
@@ -153,15 +150,17 @@ impl Rib {
         };
         let source = RouteSource::Peer(address);
         let mut events = Vec::new();
-        // In prefix order: the Loc-RIB is a B-tree, and walking it in order instead of in hash
-        // order is several times faster on a full table (cache locality).
-        let mut prefixes: Vec<Ipv4Net> = peer
-            .adj_in
-            .into_iter()
-            .filter(|(_, e)| e.accepted)
-            .map(|(p, _)| p)
-            .collect();
-        prefixes.sort_unstable();
+        // Walk the Loc-RIB in order (a B-tree walk is cache-friendly) and collect the prefixes
+        // that hold a path of this peer.
+        let prefixes: Vec<Ipv4Net> = if peer.accepted == 0 {
+            Vec::new()
+        } else {
+            self.loc
+                .iter()
+                .filter(|(_, d)| d.paths.iter().any(|p| p.source == source))
+                .map(|(p, _)| *p)
+                .collect()
+        };
         for prefix in prefixes {
             self.remove_path(prefix, source, &mut events);
         }
@@ -198,16 +197,13 @@ impl Rib {
         let mut events = Vec::new();
         let source = RouteSource::Peer(address);
         for prefix in withdrawn {
-            let was_accepted = self
-                .peers
-                .get_mut(&address)
-                .and_then(|p| p.adj_in.remove(&prefix))
-                .map(|e| e.accepted);
-            if was_accepted == Some(true) {
-                if let Some(p) = self.peers.get_mut(&address) {
-                    p.accepted -= 1;
-                }
-                self.remove_path(prefix, source, &mut events);
+            let Some(peer) = self.peers.get_mut(&address) else {
+                break;
+            };
+            if peer.rejected.remove(&prefix).is_none()
+                && self.remove_path(prefix, source, &mut events)
+            {
+                self.adjust_accepted(address, -1);
             }
         }
         if announced.is_empty() {
@@ -226,22 +222,25 @@ impl Rib {
             let Some(peer) = self.peers.get_mut(&address) else {
                 break;
             };
-            let old = peer.adj_in.insert(
-                prefix,
-                AdjInEntry {
-                    attrs: attrs.clone(),
-                    accepted,
-                },
-            );
-            let was = old.is_some_and(|e| e.accepted);
-            peer.accepted = peer.accepted + accepted as u64 - was as u64;
             if accepted {
-                self.upsert_path(prefix, Path { source, attrs }, &mut events);
-            } else if was {
-                self.remove_path(prefix, source, &mut events);
+                peer.rejected.remove(&prefix);
+                if self.upsert_path(prefix, Path { source, attrs }, &mut events) {
+                    self.adjust_accepted(address, 1);
+                }
+            } else {
+                peer.rejected.insert(prefix, attrs);
+                if self.remove_path(prefix, source, &mut events) {
+                    self.adjust_accepted(address, -1);
+                }
             }
         }
         events
+    }
+
+    fn adjust_accepted(&mut self, address: IpAddr, delta: i64) {
+        if let Some(p) = self.peers.get_mut(&address) {
+            p.accepted = p.accepted.saturating_add_signed(delta);
+        }
     }
 
     /// Import checks (RFC 4271 §9.1.2): a route from eBGP whose AS_PATH already holds our AS is
@@ -283,27 +282,43 @@ impl Rib {
         events
     }
 
-    fn upsert_path(&mut self, prefix: Ipv4Net, path: Path, events: &mut Vec<RouteEvent>) {
+    /// Adds or replaces the path of `path.source`; true when it is a new path for the prefix.
+    fn upsert_path(&mut self, prefix: Ipv4Net, path: Path, events: &mut Vec<RouteEvent>) -> bool {
         let dest = self.loc.entry(prefix).or_default();
         let old = dest.best.map(|_| dest.paths[0].clone());
-        match dest.paths.iter_mut().find(|p| p.source == path.source) {
-            Some(p) if p.attrs == path.attrs => return,
-            Some(p) => *p = path,
-            None => dest.paths.push(path),
-        }
+        let added = match dest.paths.iter_mut().find(|p| p.source == path.source) {
+            Some(p) if p.attrs == path.attrs => return false,
+            Some(p) => {
+                *p = path;
+                false
+            }
+            None => {
+                dest.paths.push(path);
+                true
+            }
+        };
         self.decide(prefix, old, events);
+        added
     }
 
-    fn remove_path(&mut self, prefix: Ipv4Net, source: RouteSource, events: &mut Vec<RouteEvent>) {
+    /// Removes the path of `source`; true when there was one.
+    fn remove_path(
+        &mut self,
+        prefix: Ipv4Net,
+        source: RouteSource,
+        events: &mut Vec<RouteEvent>,
+    ) -> bool {
         let Some(dest) = self.loc.get_mut(&prefix) else {
-            return;
+            return false;
         };
         let old = dest.best.map(|_| dest.paths[0].clone());
         let before = dest.paths.len();
         dest.paths.retain(|p| p.source != source);
-        if dest.paths.len() != before {
+        let removed = dest.paths.len() != before;
+        if removed {
             self.decide(prefix, old, events);
         }
+        removed
     }
 
     /// Re-runs the decision process for `prefix`; reports a change of the best path to
@@ -434,19 +449,30 @@ impl Rib {
     /// The Adj-RIB-In of `address`: every received prefix, its attributes and whether it was
     /// accepted by the import checks.
     pub fn received(&self, address: IpAddr) -> Vec<(Ipv4Net, Arc<PathAttributes>, bool)> {
-        self.peers.get(&address).map_or_else(Vec::new, |p| {
-            p.adj_in
-                .iter()
-                .map(|(n, e)| (*n, e.attrs.clone(), e.accepted))
-                .collect()
-        })
+        let Some(peer) = self.peers.get(&address) else {
+            return Vec::new();
+        };
+        let source = RouteSource::Peer(address);
+        let mut routes: Vec<_> = self
+            .loc
+            .iter()
+            .filter_map(|(n, d)| {
+                d.paths
+                    .iter()
+                    .find(|p| p.source == source)
+                    .map(|p| (*n, p.attrs.clone(), true))
+            })
+            .chain(peer.rejected.iter().map(|(n, a)| (*n, a.clone(), false)))
+            .collect();
+        routes.sort_by_key(|r| r.0);
+        routes
     }
 
     pub fn counts(&self, address: IpAddr) -> PeerCounts {
         self.peers
             .get(&address)
             .map_or_else(PeerCounts::default, |p| PeerCounts {
-                received: p.adj_in.len() as u64,
+                received: p.accepted + p.rejected.len() as u64,
                 accepted: p.accepted,
                 advertised: p.out.as_ref().map_or(0, |o| o.advertised_count() as u64),
             })

@@ -553,3 +553,57 @@ fn routes_view_marks_best_with_reason() {
     assert_eq!(v[1].as_path, "65001 65002");
     assert!(!v[1].best && v[1].reason.is_none());
 }
+
+#[test]
+fn adj_rib_in_counts_follow_rejections_replacements_and_withdrawals() {
+    let mut r = rib();
+    let p = peer("172.18.0.9", 65001, [10, 0, 0, 9]);
+    r.peer_up(p, MY_ADDR);
+    let good = attrs(&[65001], "172.18.0.9");
+    let looped = attrs(&[65001, LOCAL_AS], "172.18.0.9");
+    r.apply_update(
+        p.address,
+        &announce(&["10.1.0.0/24", "10.2.0.0/24"], good.clone()),
+    );
+    r.apply_update(p.address, &announce(&["10.3.0.0/24"], looped.clone()));
+    let c = r.counts(p.address);
+    assert_eq!((c.received, c.accepted), (3, 2));
+    // A replacement is not a new route; an accepted route that now loops becomes rejected.
+    r.apply_update(p.address, &announce(&["10.1.0.0/24"], good.clone()));
+    let ev = r.apply_update(p.address, &announce(&["10.2.0.0/24"], looped));
+    assert_eq!(
+        ev,
+        vec![RouteEvent::Withdrawn {
+            prefix: net("10.2.0.0/24")
+        }]
+    );
+    let c = r.counts(p.address);
+    assert_eq!((c.received, c.accepted), (3, 1));
+    // A rejected route that becomes acceptable enters the Loc-RIB.
+    r.apply_update(p.address, &announce(&["10.3.0.0/24"], good));
+    let c = r.counts(p.address);
+    assert_eq!((c.received, c.accepted), (3, 2));
+    let received = r.received(p.address);
+    let flags: Vec<(Ipv4Net, bool)> = received.iter().map(|(n, _, ok)| (*n, *ok)).collect();
+    assert_eq!(
+        flags,
+        vec![
+            (net("10.1.0.0/24"), true),
+            (net("10.2.0.0/24"), false),
+            (net("10.3.0.0/24"), true)
+        ]
+    );
+    let w = Update {
+        withdrawn: vec![net("10.2.0.0/24"), net("10.3.0.0/24")],
+        ..Default::default()
+    };
+    r.apply_update(p.address, &w);
+    let c = r.counts(p.address);
+    assert_eq!((c.received, c.accepted), (1, 1));
+    assert_eq!(
+        r.peer_down(p.address),
+        vec![RouteEvent::Withdrawn {
+            prefix: net("10.1.0.0/24")
+        }]
+    );
+}
