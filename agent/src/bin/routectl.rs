@@ -1,8 +1,8 @@
 //! `routectl`: the operator's view of a node's gingham-agent, over its control socket.
 
 use agent::control::api::{
-    Assignment, BlocksReport, Command, EndpointRecord, IpInfo, IpamReport, PeerInfo, RouteInfo,
-    Summary, Trace,
+    Assignment, BlocksReport, Command, EndpointRecord, IpInfo, IpamReport, NodeRemoved, PeerInfo,
+    RouteInfo, Summary, Trace,
 };
 use agent::control::call;
 use agent::render;
@@ -62,6 +62,18 @@ enum Top {
     },
     /// Explain the path from this node to an address: block, owner, kernel route, pod.
     Trace { ip: Ipv4Addr },
+    /// Nodes of the mesh.
+    Node {
+        #[command(subcommand)]
+        what: NodeCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Remove a node gone for good: every agent drops its peer and routes; its addresses and
+    /// blocks are freed. Stop its agent first.
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +179,21 @@ fn run(cli: &Cli) -> Result<(), String> {
             },
         ),
         Top::Trace { ip } => fetch::<Trace>(cli, Command::Trace { ip: *ip }, render::trace),
+        Top::Node {
+            what: NodeCmd::Remove { name },
+        } => fetch::<NodeRemoved>(cli, Command::NodeRemove { name: name.clone() }, |r| {
+            format!(
+                "Node {} removed{}: {} addresses and {} blocks freed\n",
+                r.name,
+                if r.registered {
+                    ""
+                } else {
+                    " (it was not registered)"
+                },
+                r.addresses.len(),
+                r.blocks.len()
+            )
+        }),
     }
 }
 

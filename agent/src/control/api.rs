@@ -58,6 +58,10 @@ pub enum Command {
     IpamRelease { handle: String },
     /// `routectl trace <ip>`.
     Trace { ip: Ipv4Addr },
+    /// `routectl node remove <name>`: a node gone for good (like `calicoctl delete node`): its
+    /// registry record goes (every agent drops the peer and its routes) and its addresses and
+    /// blocks are freed.
+    NodeRemove { name: String },
     /// CNI ADD, step 1: an address for a container (idempotent per container ID).
     EndpointAssign {
         container_id: String,
@@ -236,6 +240,16 @@ pub struct EndpointRecord {
     pub netns: String,
     /// Interface name inside the pod (`CNI_IFNAME`).
     pub pod_interface: String,
+}
+
+/// `routectl node remove`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRemoved {
+    pub name: String,
+    /// The node was in the registry.
+    pub registered: bool,
+    pub addresses: Vec<Ipv4Addr>,
+    pub blocks: Vec<Ipv4Net>,
 }
 
 /// `routectl trace <ip>`: the path to an address from this node.

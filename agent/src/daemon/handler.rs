@@ -2,8 +2,8 @@
 
 use super::Agent;
 use crate::control::api::{
-    Assignment, BlockInfo, BlocksReport, Command, IpInfo, IpamReport, MessageCounts, PeerInfo,
-    Request, Response, RouteInfo, Summary, Trace,
+    Assignment, BlockInfo, BlocksReport, Command, IpInfo, IpamReport, MessageCounts, NodeRemoved,
+    PeerInfo, Request, Response, RouteInfo, Summary, Trace,
 };
 use crate::control::{Handler, HandlerFuture};
 use crate::metrics::{MetricsSource, Snapshot};
@@ -352,6 +352,31 @@ impl Agent {
                 })
             }
             Command::Trace { ip } => Response::ok(&self.trace(ip).await?),
+            Command::NodeRemove { name } => {
+                if name == self.node {
+                    return Err(format!("{name} is this node: remove it from another node, after stopping its agent"));
+                }
+                let (store, ipam, n) = (self.store.clone(), self.ipam.clone(), name.clone());
+                let (registered, freed) = blocking(move || {
+                    let registered = ipam::NodeRegistry::new(store)
+                        .remove(&n)
+                        .map_err(|e| e.to_string())?;
+                    let freed = ipam.release_node(&n).map_err(|e| e.to_string())?;
+                    Ok((registered, freed))
+                })
+                .await?;
+                tracing::info!(
+                    "node {name} removed: {} addresses and {} blocks freed",
+                    freed.addresses.len(),
+                    freed.blocks.len()
+                );
+                Response::ok(&NodeRemoved {
+                    name,
+                    registered,
+                    addresses: freed.addresses,
+                    blocks: freed.blocks,
+                })
+            }
             Command::EndpointAssign {
                 container_id,
                 pod,

@@ -1,0 +1,138 @@
+//! Three agents in three namespaces on a bridge (172.18.0.0/16) with a shared `file` store: a
+//! full iBGP mesh forms by itself; after each claims a block, each kernel routes the other two
+//! blocks `via <their IP> proto bird` and blackholes its own; stopping one agent for good and
+//! removing its node removes its routes everywhere and frees its block.
+
+use anyhow::{Context, Result};
+use interop_tests::agent::{Agent, AgentConfig};
+use interop_tests::{wait_until, TestDir, Underlay};
+use serde_json::Value;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+fn blocks(agent: &Agent) -> Result<Vec<(String, Option<String>)>> {
+    let v = agent.routectl(&["show", "blocks"])?;
+    Ok(v["blocks"]
+        .as_array()
+        .context("blocks")?
+        .iter()
+        .map(|b| {
+            (
+                b["block"].as_str().unwrap_or_default().to_string(),
+                b["node"].as_str().map(str::to_string),
+            )
+        })
+        .collect())
+}
+
+#[test]
+fn three_agents_mesh_routes_blackholes_and_node_removal() -> Result<()> {
+    let dir = TestDir::new("mesh3")?;
+    let underlay = Underlay::new("gm3", "172.18.0.0/16".parse()?, 3)?;
+    let datastore = dir.sub("datastore")?;
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        let node = underlay.node(i);
+        let mut cfg = AgentConfig::new(&format!("node{i}"), node.ip, 64512);
+        cfg.mesh = true;
+        cfg.datastore = Some(datastore.clone());
+        agents.push(Agent::start(&node.ns, &dir.sub(&format!("node{i}"))?, cfg)?);
+    }
+    let ips: Vec<Ipv4Addr> = (0..3).map(|i| underlay.node(i).ip).collect();
+
+    // The mesh forms from the registry alone: each agent has the two others as Established peers.
+    for (i, a) in agents.iter().enumerate() {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("node{i}'s mesh sessions"),
+            || {
+                let peers = a.peers()?;
+                Ok(peers.len() == 2
+                    && peers
+                        .iter()
+                        .all(|p| p.state == "Established" && p.peer_type == "mesh"))
+            },
+        )
+        .with_context(|| a.log_tail(30))?;
+    }
+
+    // Each claims a block (an address outside pods is enough to claim one).
+    for (i, a) in agents.iter().enumerate() {
+        a.assign(&format!("test-{i}"))?;
+    }
+    let owned: Vec<(String, String)> = blocks(&agents[0])?
+        .into_iter()
+        .filter_map(|(b, n)| Some((b, n?)))
+        .collect();
+    assert_eq!(owned.len(), 3, "one block per node: {owned:?}");
+    let block_of = |i: usize| {
+        owned
+            .iter()
+            .find(|(_, n)| *n == format!("node{i}"))
+            .map(|(b, _)| b.clone())
+            .unwrap()
+    };
+
+    for (i, agent) in agents.iter().enumerate() {
+        let ns = &underlay.node(i).ns;
+        wait_until(
+            Duration::from_secs(20),
+            &format!("node{i}'s kernel routes"),
+            || {
+                let routes = ns.routes_proto("bird")?;
+                let mut ok = routes
+                    .iter()
+                    .any(|r| r.dst == block_of(i) && r.is_blackhole());
+                for j in (0..3).filter(|j| *j != i) {
+                    ok &= routes.iter().any(|r| {
+                        r.dst == block_of(j)
+                            && r.gateway == Some(ips[j])
+                            && r.dev.as_deref() == Some("eth0")
+                    });
+                }
+                Ok(ok)
+            },
+        )
+        .with_context(|| agent.log_tail(30))?;
+    }
+
+    // Node 2 goes for good: its agent stops, and an operator removes the node.
+    agents[2].stop();
+    let removed: Value = agents[0].routectl(&["node", "remove", "node2"])?;
+    assert_eq!(removed["registered"], true, "{removed}");
+    assert!(
+        removed["blocks"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|b| b == block_of(2).as_str())),
+        "{removed}"
+    );
+    for (i, agent) in agents.iter().enumerate().take(2) {
+        let ns = &underlay.node(i).ns;
+        wait_until(
+            Duration::from_secs(20),
+            &format!("node{i} to forget node2"),
+            || {
+                let gone = !ns
+                    .routes_proto("bird")?
+                    .iter()
+                    .any(|r| r.dst == block_of(2));
+                let peers = agent.peers()?;
+                Ok(gone
+                    && peers.len() == 1
+                    && !peers
+                        .iter()
+                        .any(|p| p.address == std::net::IpAddr::V4(ips[2])))
+            },
+        )
+        .with_context(|| agent.log_tail(30))?;
+    }
+    // Its block is free again; the survivors still route each other.
+    assert!(!blocks(&agents[0])?.iter().any(|(b, _)| *b == block_of(2)));
+    let r0 = underlay.node(0).ns.routes_proto("bird")?;
+    assert!(r0
+        .iter()
+        .any(|r| r.dst == block_of(1) && r.gateway == Some(ips[1])));
+    // Removing this node itself is refused: it must be done from another node.
+    assert!(agents[0].routectl(&["node", "remove", "node0"]).is_err());
+    Ok(())
+}
