@@ -2,6 +2,7 @@
 //! (`gingham-cni`).
 
 pub mod autodetect;
+pub mod cni;
 pub mod control;
 pub mod daemon;
 pub mod metrics;
