@@ -56,6 +56,8 @@ pub struct AgentConfig {
     /// The datastore directory; by default `<instance dir>/datastore`. Agents of one lab share
     /// one directory (the file backend locks it).
     pub datastore: Option<PathBuf>,
+    /// Extra prefixes to announce (`--advertise`), besides the node's IPAM blocks.
+    pub advertise: Vec<ipnet::Ipv4Net>,
     pub extra_args: Vec<String>,
     pub env: Vec<(String, String)>,
 }
@@ -70,6 +72,7 @@ impl AgentConfig {
             mesh: false,
             metrics_port: 9099,
             datastore: None,
+            advertise: Vec::new(),
             extra_args: Vec::new(),
             env: vec![("RUST_LOG".into(), "info".into())],
         }
@@ -97,6 +100,10 @@ impl AgentConfig {
         for p in &self.peers {
             a.push("--peer".into());
             a.push(p.flag());
+        }
+        for p in &self.advertise {
+            a.push("--advertise".into());
+            a.push(p.to_string());
         }
         if !self.mesh {
             a.push("--no-mesh".into());

@@ -140,8 +140,12 @@ impl BgpPeer for GoBgp {
         let mut all = Vec::new();
         for n in &self.cfg.neighbors {
             // adj-in shows what the neighbor sent even when a local path wins best-path.
-            let v = self.gobgp_json(&["neighbor", &n.addr.to_string(), "adj-in", "-j"])?;
-            all.extend(parse_rib(&v)?);
+            match self.gobgp_json(&["neighbor", &n.addr.to_string(), "adj-in", "-j"]) {
+                Ok(v) => all.extend(parse_rib(&v)?),
+                // gobgp refuses adj-in for a neighbor that is down: it holds nothing from it.
+                Err(e) if format!("{e:#}").contains("is not established") => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(all)
     }
