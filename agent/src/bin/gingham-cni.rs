@@ -1,7 +1,7 @@
 //! `gingham-cni`: the CNI plugin binary. All logic is in `agent::cni`; this file reads stdin
 //! and the environment, sets up logging on stderr (stdout is the result), prints and exits.
 
-use agent::cni::{self, Dataplane, DataplaneError, VethSpec};
+use agent::cni::{self, veth::KernelDataplane};
 use std::io::{Read, Write};
 
 fn main() {
@@ -37,21 +37,4 @@ fn init_logging(level: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-}
-
-struct KernelDataplane;
-
-impl Dataplane for KernelDataplane {
-    fn create(&self, _spec: &VethSpec) -> Result<(String, String), DataplaneError> {
-        Err("veth support is not built yet".into())
-    }
-    fn remove_host(&self, _host_ifname: &str) -> Result<(), DataplaneError> {
-        Ok(())
-    }
-    fn remove_pod(&self, _netns: &str, _ifname: &str) -> Result<(), DataplaneError> {
-        Ok(())
-    }
-    fn check(&self, _spec: &VethSpec) -> Result<(), DataplaneError> {
-        Err("veth support is not built yet".into())
-    }
 }

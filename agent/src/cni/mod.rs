@@ -11,6 +11,7 @@ pub mod env;
 pub mod error;
 pub mod plugin;
 pub mod result;
+pub mod veth;
 
 pub use config::NetConf;
 pub use env::{CniCommand, CniEnv};
