@@ -186,9 +186,19 @@ fn second_add_gets_the_same_address_and_del_after_netns_is_gone() {
     del_env.push(("CNI_NETNS", pod_path));
     let del = exec_in(&node, PLUGIN, &del_env, &stdin);
     assert_eq!(del.code, 0, "{del:?}");
-    assert_eq!(node.link_names(), ["lo"]);
-    assert!(node.route_dsts().is_empty());
     assert!(agent.state.lock().unwrap().assigned.is_empty());
+    // The kernel destroys a deleted namespace (and the veth pair with it) asynchronously, so
+    // the host end may outlive `ip netns del` by a moment; it must not outlive that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while node.link_names() != ["lo"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            node.link_names()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(node.route_dsts().is_empty());
 }
 
 #[test]
