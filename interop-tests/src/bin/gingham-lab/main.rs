@@ -177,6 +177,7 @@ fn start_node(dir: &Path, st: &mut LabState, index: usize, name: String) -> Resu
     )?;
     sys::ip(&name, &["addr", "add", &format!("{ip}/16"), "dev", "eth0"])?;
     sys::ip(&name, &["link", "set", "eth0", "up"])?;
+    sys::ip(&name, &["route", "add", "default", "via", "172.18.0.1"])?;
     let sock = node_dir.join("agent.sock");
     let log = node_dir.join("agent.log");
     let logf = std::fs::File::create(&log)?;
@@ -489,6 +490,11 @@ fn up(dir: &Path, prefix: &str, nodes: u8, pods_per_node: u8) -> Result<()> {
     sys::netns_add(&underlay)?;
     sys::ip(&underlay, &["link", "add", "br0", "type", "bridge"])?;
     sys::ip(&underlay, &["link", "set", "br0", "up"])?;
+    // Like Docker's network gateway on kind: nodes get a default route to it. Proxy ARP on the
+    // cali devices only answers the pods' ARP for 169.254.1.1 when the node has a route toward
+    // that address, which a real host's default route provides. Packets sent to it stop in the
+    // underlay namespace (it does not forward).
+    sys::ip(&underlay, &["addr", "add", "172.18.0.1/16", "dev", "br0"])?;
     for i in 0..nodes as usize {
         let name = node_name(prefix, i);
         start_node(dir, &mut st, i, name.clone())?;
