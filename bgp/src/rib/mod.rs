@@ -4,12 +4,14 @@
 mod adj_out;
 mod decision;
 mod intern;
+mod paths;
 #[cfg(test)]
 mod tests;
 
 pub use adj_out::{AdjRibOut, OutBatch};
 pub use decision::{select_best, BestReason, Candidate, DEFAULT_LOCAL_PREF};
 pub use intern::AttrInterner;
+use paths::Paths;
 
 use crate::wire::{AsPathSegment, Origin, PathAttributes, PeerType, Update};
 use ipnet::{IpNet, Ipv4Net};
@@ -74,7 +76,7 @@ pub struct Path {
 #[derive(Debug, Default)]
 struct Destination {
     /// Candidate paths; after every decision the best one is `paths[0]`.
-    paths: Vec<Path>,
+    paths: Paths,
     /// Why `paths[0]` won; `None` when there is no path.
     best: Option<BestReason>,
 }
