@@ -11,7 +11,7 @@
 //!   BIRD's kernel scan. Until then nothing of ours is deleted, so forwarding survives a restart.
 
 use super::Agent;
-use crate::kernel::DesiredRoute;
+use crate::kernel::{DesiredRoute, RouteOp};
 use bgp::{RouteEvent, RouteSource};
 use ipnet::Ipv4Net;
 use std::collections::{BTreeSet, HashMap};
@@ -36,45 +36,57 @@ pub struct RouteState {
 }
 
 impl Agent {
-    /// Applies one best-route change to the kernel.
-    pub async fn apply_route_event(&self, ev: RouteEvent) {
+    /// Applies a batch of best-route changes to the kernel in one netlink batch (one request
+    /// per change, no waiting for each acknowledgement), so a full table from a peer does not
+    /// cost one round trip per route.
+    pub async fn apply_route_events(&self, events: Vec<RouteEvent>) {
         let mut st = self.routes.lock().await;
-        let mut k = self.kernel.lock().await;
-        match ev {
-            RouteEvent::Best {
-                prefix,
-                next_hop,
-                source: RouteSource::Peer(_),
-            } if next_hop != self.ip => {
-                if st.via.get(&prefix) == Some(&next_hop) {
-                    return;
-                }
-                match k.replace_via(prefix, next_hop).await {
-                    Ok(()) => {
-                        tracing::debug!("kernel: {prefix} via {next_hop} proto bird");
-                        st.via.insert(prefix, next_hop);
-                        // The replace took the blackhole's place if there was one.
-                        st.blackholes.remove(&prefix);
+        let mut ops = Vec::with_capacity(events.len());
+        for ev in events {
+            match ev {
+                // A route back to ourselves (a peer reflecting our own prefix) is never installed.
+                RouteEvent::Best {
+                    prefix,
+                    next_hop,
+                    source: RouteSource::Peer(_),
+                } if next_hop != self.ip => {
+                    if st.via.get(&prefix) == Some(&next_hop) {
+                        continue;
                     }
-                    Err(e) => tracing::warn!("kernel: cannot install {prefix} via {next_hop}: {e}"),
+                    st.via.insert(prefix, next_hop);
+                    // The replace takes the blackhole's place if there was one.
+                    st.blackholes.remove(&prefix);
+                    ops.push(RouteOp::Replace(DesiredRoute::via(prefix, next_hop)));
+                }
+                RouteEvent::Best { prefix, .. } | RouteEvent::Withdrawn { prefix } => {
+                    let Some(gateway) = st.via.remove(&prefix) else {
+                        continue;
+                    };
+                    if st.blocks.contains(&prefix) && prefix.prefix_len() < 32 {
+                        // Our own block again: its blackhole comes back in the route's place.
+                        st.blackholes.insert(prefix);
+                        ops.push(RouteOp::Replace(DesiredRoute::blackhole(prefix)));
+                    } else {
+                        ops.push(RouteOp::Delete(DesiredRoute::via(prefix, gateway)));
+                    }
                 }
             }
-            RouteEvent::Best { prefix, .. } | RouteEvent::Withdrawn { prefix } => {
-                if st.via.remove(&prefix).is_none() {
-                    return;
-                }
-                let result = if st.blocks.contains(&prefix) && prefix.prefix_len() < 32 {
-                    // Our own block again: its blackhole comes back.
-                    st.blackholes.insert(prefix);
-                    k.add_blackhole(prefix).await
-                } else {
-                    k.delete(prefix).await
-                };
-                match result {
-                    Ok(()) => tracing::debug!("kernel: {prefix} no longer via a peer"),
-                    Err(e) => tracing::warn!("kernel: cannot remove {prefix}: {e}"),
+        }
+        if ops.is_empty() {
+            return;
+        }
+        let mut k = self.kernel.lock().await;
+        match k.apply(&ops).await {
+            Ok(results) => {
+                for (op, err) in ops.iter().zip(results) {
+                    match err {
+                        // The drift repair retries what the kernel refused.
+                        Some(e) => tracing::warn!("kernel: {op:?} failed: {e}"),
+                        None => tracing::debug!("kernel: {op:?}"),
+                    }
                 }
             }
+            Err(e) => tracing::warn!("kernel: a batch of {} route changes failed: {e}", ops.len()),
         }
     }
 
@@ -210,10 +222,21 @@ impl Agent {
     }
 }
 
-/// Follows the speaker's best-route stream into the kernel.
+/// Most route changes one kernel batch carries: bounds the time the state lock is held.
+const MAX_BATCH: usize = 8192;
+
+/// Follows the speaker's best-route stream into the kernel, taking whatever has queued up as one
+/// batch: one event when routes trickle in, thousands when a full table arrives.
 pub async fn follow_best_routes(agent: Arc<Agent>, mut rx: Receiver<RouteEvent>) {
     while let Some(ev) = rx.recv().await {
-        agent.apply_route_event(ev).await;
+        let mut batch = vec![ev];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(ev) => batch.push(ev),
+                Err(_) => break,
+            }
+        }
+        agent.apply_route_events(batch).await;
     }
     tracing::warn!("the speaker's route stream ended");
 }
