@@ -240,3 +240,63 @@ fn failed_veth_rolls_back_the_address() {
     assert_eq!(st.calls, ["assign ctr-4", "release ctr-4"]);
     assert!(st.assigned.is_empty());
 }
+
+#[test]
+fn gc_releases_what_the_runtime_no_longer_lists() {
+    let node = Netns::new("gcni-n");
+    let pod_a = Netns::new("gcni-p");
+    let pod_b = Netns::new("gcni-p");
+    let agent = FakeAgent::start(&node);
+    let stdin = conf(&agent.socket, json!({}));
+    for (id, ns, name) in [("keep-1", &pod_a, "a-0"), ("stale-1", &pod_b, "b-0")] {
+        let add = exec_in(&node, PLUGIN, &cni_env("ADD", id, Some(ns), name), &stdin);
+        assert_eq!(add.code, 0, "{add:?}");
+    }
+    let gc_env = [("CNI_COMMAND", "GC".to_string())];
+    let gc_conf = |v: &str| {
+        conf(
+            &agent.socket,
+            json!({"cniVersion": v, "cni.dev/valid-attachments": [{"containerID": "keep-1", "ifname": "eth0"}]}),
+        )
+    };
+    // GC is a 1.1 verb.
+    let old = exec_in(&node, PLUGIN, &gc_env, &gc_conf("1.0.0"));
+    assert_eq!(old.stdout["code"], 1, "{old:?}");
+    let gc = exec_in(&node, PLUGIN, &gc_env, &gc_conf("1.1.0"));
+    assert_eq!(gc.code, 0, "{gc:?}");
+    {
+        let st = agent.state.lock().unwrap();
+        assert_eq!(st.assigned.keys().collect::<Vec<_>>(), ["keep-1"]);
+        assert_eq!(st.endpoints.keys().collect::<Vec<_>>(), ["keep-1"]);
+    }
+    assert_eq!(node.link_names(), ["lo", host_name("a-0").as_str()]);
+    assert_eq!(pod_b.link_names(), ["lo"]);
+    assert!(pod_a.link_names().contains(&"eth0".to_string()));
+    assert_eq!(node.route_dsts(), ["192.168.77.1"]);
+}
+
+#[test]
+fn del_with_the_agent_down_removes_the_veth_and_asks_for_a_retry() {
+    let node = Netns::new("gcni-n");
+    let pod = Netns::new("gcni-p");
+    let mut agent = FakeAgent::start(&node);
+    let stdin = conf(&agent.socket, json!({}));
+    let add = exec_in(
+        &node,
+        PLUGIN,
+        &cni_env("ADD", "ctr-5", Some(&pod), "q-0"),
+        &stdin,
+    );
+    assert_eq!(add.code, 0, "{add:?}");
+    agent.stop();
+    let del = exec_in(
+        &node,
+        PLUGIN,
+        &cni_env("DEL", "ctr-5", Some(&pod), "q-0"),
+        &stdin,
+    );
+    // The address could not be released: code 11 so the runtime retries; the veth is gone.
+    assert_eq!(del.stdout["code"], 11, "{del:?}");
+    assert_eq!(node.link_names(), ["lo"]);
+    assert_eq!(pod.link_names(), ["lo"]);
+}

@@ -70,6 +70,8 @@ pub struct NetConf {
     /// The previous plugin's (ADD) or the earlier ADD's (CHECK, DEL) result, kept as JSON: ADD
     /// merges into it, CHECK reads it.
     pub prev_result: Option<Value>,
+    /// GC (spec 1.1): `cni.dev/valid-attachments` as (container ID, ifname) pairs.
+    pub valid_attachments: Vec<(String, String)>,
 }
 
 /// Reads just enough of stdin to learn the version errors should be written in.
@@ -148,7 +150,30 @@ impl NetConf {
             Some(v @ Value::Object(_)) => Some(v.clone()),
             Some(v) => return Err(invalid("prevResult", v, "an object")),
         };
+        let valid_attachments = match obj.get("cni.dev/valid-attachments") {
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(items)) => {
+                let mut out = Vec::new();
+                for item in items {
+                    let id = item.get("containerID").and_then(Value::as_str);
+                    let ifname = item.get("ifname").and_then(Value::as_str);
+                    match (id, ifname) {
+                        (Some(id), Some(ifname)) => out.push((id.to_string(), ifname.to_string())),
+                        _ => {
+                            return Err(invalid(
+                                "cni.dev/valid-attachments",
+                                item,
+                                "objects with containerID and ifname",
+                            ))
+                        }
+                    }
+                }
+                out
+            }
+            Some(v) => return Err(invalid("cni.dev/valid-attachments", v, "a list")),
+        };
         Ok(NetConf {
+            valid_attachments,
             cni_version,
             version,
             name,

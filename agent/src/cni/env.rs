@@ -11,6 +11,8 @@ pub enum CniCommand {
     Version,
     /// Spec 1.1: is the plugin ready to serve ADD?
     Status,
+    /// Spec 1.1: release everything not in `cni.dev/valid-attachments`.
+    Gc,
 }
 
 /// What the runtime told us about the container. `netns` is optional only for DEL (the
@@ -25,7 +27,7 @@ pub struct CniEnv {
     pub namespace: Option<String>,
 }
 
-/// Reads only `CNI_COMMAND`: VERSION and STATUS need nothing else.
+/// Reads only `CNI_COMMAND`: VERSION, STATUS and GC need nothing else.
 pub fn command(get: &dyn Fn(&str) -> Option<String>) -> Result<CniCommand, CniError> {
     match get("CNI_COMMAND").as_deref() {
         Some("ADD") => Ok(CniCommand::Add),
@@ -33,10 +35,11 @@ pub fn command(get: &dyn Fn(&str) -> Option<String>) -> Result<CniCommand, CniEr
         Some("CHECK") => Ok(CniCommand::Check),
         Some("VERSION") => Ok(CniCommand::Version),
         Some("STATUS") => Ok(CniCommand::Status),
+        Some("GC") => Ok(CniCommand::Gc),
         Some(other) => Err(CniError::new(
             code::INVALID_ENV,
             "invalid CNI_COMMAND",
-            format!("CNI_COMMAND={other:?}; want ADD, DEL, CHECK, VERSION or STATUS"),
+            format!("CNI_COMMAND={other:?}; want ADD, DEL, CHECK, VERSION, STATUS or GC"),
         )),
         None => Err(CniError::new(
             code::INVALID_ENV,
@@ -209,7 +212,7 @@ mod tests {
 
         assert_eq!(command(&env(&[])).unwrap_err().code, code::INVALID_ENV);
         assert_eq!(
-            command(&env(&[("CNI_COMMAND", "GC")])).unwrap_err().code,
+            command(&env(&[("CNI_COMMAND", "FROB")])).unwrap_err().code,
             code::INVALID_ENV
         );
     }

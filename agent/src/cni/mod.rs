@@ -1,4 +1,4 @@
-//! `gingham-cni`, the CNI plugin (spec 1.0.0, plus STATUS from 1.1.0).
+//! `gingham-cni`, the CNI plugin (spec 1.0.0, plus STATUS and GC from 1.1.0).
 //!
 //! The runtime execs the binary with `CNI_*` variables and the network configuration on stdin;
 //! the plugin prints a result (ADD), nothing (DEL, CHECK, STATUS) or an error object on stdout
@@ -54,16 +54,20 @@ fn dispatch(
     let command = env::command(get)?;
     match command {
         CniCommand::Version => Ok(Some(version_info(stdin))),
-        CniCommand::Status => {
+        CniCommand::Status | CniCommand::Gc => {
             let conf = NetConf::parse(stdin)?;
             if conf.version < (1, 1, 0) {
                 return Err(CniError::new(
                     code::INCOMPATIBLE_VERSION,
-                    "STATUS needs cniVersion 1.1.0",
+                    format!("{command:?} needs cniVersion 1.1.0"),
                     format!("config has cniVersion {}", conf.cni_version),
                 ));
             }
-            plugin::status(&conf).map(|()| None)
+            if command == CniCommand::Gc {
+                plugin::gc(&conf, dp).map(|()| None)
+            } else {
+                plugin::status(&conf).map(|()| None)
+            }
         }
         CniCommand::Add | CniCommand::Del | CniCommand::Check => {
             let env = CniEnv::read(command, get)?;

@@ -230,6 +230,35 @@ pub fn check(conf: &NetConf, env: &CniEnv, dp: &dyn Dataplane) -> Result<(), Cni
     Ok(())
 }
 
+/// GC (spec 1.1): every endpoint the agent records on this node whose (container, interface)
+/// the runtime no longer lists is released. Its host veth goes too, unless a listed endpoint
+/// uses the same name (the pod's new sandbox: host names are per pod, not per container).
+/// Addresses assigned but never attached have no record; `routectl ipam check` finds those.
+pub fn gc(conf: &NetConf, dp: &dyn Dataplane) -> Result<(), CniError> {
+    let socket = conf.control_socket.as_path();
+    let endpoints: Vec<EndpointRecord> = call(socket, Command::Endpoints, AGENT_TIMEOUT)
+        .map_err(|e| agent_error("listing endpoints", e))?;
+    let valid = |ep: &EndpointRecord| {
+        conf.valid_attachments
+            .iter()
+            .any(|(id, ifname)| *id == ep.container_id && *ifname == ep.pod_interface)
+    };
+    let (keep, stale): (Vec<_>, Vec<_>) = endpoints.into_iter().partition(|ep| valid(ep));
+    let mut first_error = None;
+    for ep in stale {
+        tracing::info!(container = %ep.container_id, ip = %ep.ip, "gc: releasing");
+        if let Err(e) = release(socket, &ep.container_id) {
+            first_error.get_or_insert(e);
+        }
+        if !keep.iter().any(|k| k.interface == ep.interface) {
+            if let Err(e) = dp.remove_host(&ep.interface) {
+                first_error.get_or_insert(dataplane_error("gc: cannot delete a stale veth", e));
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// Ready when the agent answers on its socket; any well-formed answer counts, an error one too
 /// (it proves the agent is up and serving).
 pub fn status(conf: &NetConf) -> Result<(), CniError> {

@@ -139,6 +139,7 @@ impl FakeHandler {
         let mut st = self.state.lock().unwrap();
         match command {
             Command::Summary => Response::ok(&serde_json::json!({"node": "fake"})),
+            Command::Endpoints => Response::ok(&st.endpoints.values().cloned().collect::<Vec<_>>()),
             Command::EndpointAssign { container_id, .. } => {
                 st.calls.push(format!("assign {container_id}"));
                 let ip = match st.assigned.get(&container_id) {
