@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod metrics;
 pub mod render;
 
+pub mod config;
 pub mod kernel;
 pub mod netns;
 pub mod sysctl;

@@ -1,0 +1,180 @@
+//! AgentConfig from the command line: defaults, good values, and bad values whose error names
+//! the flag and the value. (Environment fallbacks are in config_env.rs, its own process, because
+//! the environment is shared by all threads.)
+
+use std::net::Ipv4Addr;
+
+use agent::autodetect::AutodetectMethod;
+use agent::config::{AgentConfig, ConfigError, Datastore, IpSetting, PeerSpec};
+use clap::Parser;
+
+fn parse(args: &[&str]) -> Result<AgentConfig, clap::Error> {
+    AgentConfig::try_parse_from(std::iter::once("gingham-agent").chain(args.iter().copied()))
+}
+
+fn error(args: &[&str]) -> String {
+    parse(args).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults() {
+    let c = parse(&[]).unwrap();
+    assert_eq!(c.ip, IpSetting::Autodetect);
+    assert_eq!(c.ip_autodetection_method, AutodetectMethod::FirstFound);
+    assert_eq!(
+        (c.asn, c.bgp_port, c.block_size, c.hold_time),
+        (64512, 179, 26, 90)
+    );
+    assert_eq!(c.router_id, None);
+    assert!(c.peers.is_empty() && c.advertise.is_empty() && !c.no_mesh);
+    assert_eq!(
+        c.control_socket.to_str(),
+        Some("/var/run/gingham/agent.sock")
+    );
+    assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9099");
+    assert_eq!(c.datastore, Datastore::File("/var/lib/gingham".into()));
+    assert_eq!(c.pool_cidr.to_string(), "192.168.0.0/16");
+    c.validate().unwrap();
+    // No --node-name: the hostname.
+    assert!(!c.node_name().unwrap().is_empty());
+}
+
+#[test]
+fn the_lab_command_line() {
+    let c = parse(&[
+        "--node-name",
+        "node-1",
+        "--ip",
+        "172.18.0.2",
+        "--as",
+        "4200000001",
+        "--peer",
+        "172.18.0.3,as=64512",
+        "--peer",
+        "172.18.0.4:1790,as=65001",
+        "--no-mesh",
+        "--control-socket",
+        "/tmp/x/agent.sock",
+        "--metrics-addr",
+        "127.0.0.1:9100",
+        "--datastore",
+        "file:/tmp/x/datastore",
+        "--advertise",
+        "10.0.0.0/8,10.1.0.0/16",
+        "--router-id",
+        "1.2.3.4",
+        "--ip-autodetection-method",
+        "can-reach=172.18.0.1",
+        "--block-size",
+        "28",
+        "--pool-cidr",
+        "10.244.0.0/16",
+        "--hold-time",
+        "0",
+    ])
+    .unwrap();
+    assert_eq!(c.node_name().unwrap(), "node-1");
+    assert_eq!(c.ip, IpSetting::Address(Ipv4Addr::new(172, 18, 0, 2)));
+    assert_eq!(c.asn, 4_200_000_001);
+    assert_eq!(
+        c.peers,
+        vec![
+            PeerSpec {
+                address: Ipv4Addr::new(172, 18, 0, 3),
+                port: 179,
+                asn: 64512
+            },
+            PeerSpec {
+                address: Ipv4Addr::new(172, 18, 0, 4),
+                port: 1790,
+                asn: 65001
+            },
+        ]
+    );
+    assert!(c.no_mesh);
+    assert_eq!(c.advertise.len(), 2);
+    assert_eq!(c.router_id, Some(Ipv4Addr::new(1, 2, 3, 4)));
+    assert_eq!(
+        c.ip_autodetection_method,
+        AutodetectMethod::CanReach(Ipv4Addr::new(172, 18, 0, 1))
+    );
+    assert_eq!((c.block_size, c.hold_time), (28, 0));
+    assert_eq!(c.datastore, Datastore::File("/tmp/x/datastore".into()));
+    c.validate().unwrap();
+}
+
+#[test]
+fn bad_values_name_the_flag_and_the_value() {
+    for (args, flag, value) in [
+        (&["--as", "x"][..], "--as <AS>", "x"),
+        (&["--as", "0"], "--as <AS>", "0"),
+        (&["--as", "4294967296"], "--as <AS>", "4294967296"),
+        (&["--ip", "300.1.1.1"], "--ip <IP>", "300.1.1.1"),
+        (
+            &["--ip-autodetection-method", "interface=("],
+            "--ip-autodetection-method",
+            "interface=(",
+        ),
+        (
+            &["--ip-autodetection-method", "nearest"],
+            "--ip-autodetection-method",
+            "nearest",
+        ),
+        (&["--bgp-port", "0"], "--bgp-port", "0"),
+        (&["--bgp-port", "70000"], "--bgp-port", "70000"),
+        (&["--router-id", "r1"], "--router-id", "r1"),
+        (&["--peer", "172.18.0.3"], "--peer", "172.18.0.3"),
+        (&["--peer", "172.18.0.3,as=x"], "--peer", "172.18.0.3,as=x"),
+        (
+            &["--advertise", "10.0.0.0/33"],
+            "--advertise",
+            "10.0.0.0/33",
+        ),
+        (
+            &["--metrics-addr", "localhost"],
+            "--metrics-addr",
+            "localhost",
+        ),
+        (&["--datastore", "etcd"], "--datastore", "etcd"),
+        (&["--datastore", "file:"], "--datastore", "file:"),
+        (
+            &["--pool-cidr", "192.168.0.0"],
+            "--pool-cidr",
+            "192.168.0.0",
+        ),
+        (&["--block-size", "19"], "--block-size", "19"),
+        (&["--block-size", "33"], "--block-size", "33"),
+        (&["--hold-time", "1"], "--hold-time", "1"),
+        (&["--hold-time", "2"], "--hold-time", "2"),
+        (&["--hold-time", "65536"], "--hold-time", "65536"),
+    ] {
+        let msg = error(args);
+        assert!(
+            msg.contains(&format!("invalid value '{value}' for '{flag}")),
+            "{args:?}: {msg}"
+        );
+    }
+    assert!(error(&["--peer", "172.18.0.3"]).contains("missing ',as=<n>'"));
+    assert!(error(&["--hold-time", "2"]).contains("0 or at least 3"));
+    assert!(error(&["--bogus"]).contains("--bogus"));
+    // A single-valued flag given twice is a mistake, not "the last one wins".
+    let twice = error(&["--datastore", "kubernetes", "--datastore", "file:/x"]);
+    assert!(
+        twice.contains("'--datastore <DATASTORE>' cannot be used multiple times"),
+        "{twice}"
+    );
+}
+
+#[test]
+fn block_size_must_fit_the_pool() {
+    let c = parse(&["--pool-cidr", "10.0.0.0/24", "--block-size", "20"]).unwrap();
+    let err = c.validate().unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::BlockLargerThanPool {
+            value: 20,
+            pool: "10.0.0.0/24".parse().unwrap()
+        }
+    );
+    assert!(err.to_string().contains("'--block-size'"), "{err}");
+}
