@@ -33,7 +33,10 @@ fn ip(ns: &NetnsGuard, args: &[&str]) -> String {
 /// A namespace with `eth0` 172.18.0.5/16 up and two cali veths.
 fn node() -> Option<NetnsGuard> {
     // Fail, never skip: a skipped kernel test would read as a pass.
-    assert!(is_root(), "kernel tests need root (CAP_NET_ADMIN) for network namespaces");
+    assert!(
+        is_root(),
+        "kernel tests need root (CAP_NET_ADMIN) for network namespaces"
+    );
     let ns = NetnsGuard::create("gk").expect("create netns");
     // veth pairs, both ends up (this kernel has no dummy module).
     for (i, dev) in ["eth0", CALI, CALI2].into_iter().enumerate() {
