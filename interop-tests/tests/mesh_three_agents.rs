@@ -56,6 +56,39 @@ fn three_agents_mesh_routes_blackholes_and_node_removal() -> Result<()> {
         .with_context(|| a.log_tail(30))?;
     }
 
+    // Metrics and health over real HTTP, inside node 0's namespace (the agent binds its loopback).
+    let http = |path: &str| -> Result<String> {
+        underlay.node(0).ns.run(&[
+            "curl",
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://127.0.0.1:9099{path}"),
+        ])
+    };
+    let metrics = http("/metrics")?;
+    for peer in &ips[1..] {
+        assert!(
+            metrics.contains(&format!(
+                "gingham_bgp_session_up{{peer=\"{peer}\",type=\"mesh\"}} 1"
+            )),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "gingham_bgp_peer_state{{peer=\"{peer}\",session_state=\"Established\"}} 5"
+            )),
+            "{metrics}"
+        );
+    }
+    assert!(metrics.ends_with("200"), "{metrics}");
+    assert!(http("/liveness")?.ends_with("200"));
+    let ready = http("/readiness")?;
+    assert!(
+        ready.starts_with("ready") && ready.ends_with("200"),
+        "{ready}"
+    );
+
     // Each claims a block (an address outside pods is enough to claim one).
     for (i, a) in agents.iter().enumerate() {
         a.assign(&format!("test-{i}"))?;
