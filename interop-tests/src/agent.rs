@@ -246,12 +246,57 @@ pub fn binary(env: &str, name: &str) -> Result<PathBuf> {
             p.display()
         );
     }
+    // `cargo test -p interop-tests` does not rebuild the agent: refuse to test an old binary
+    // against new sources, which would report yesterday's behaviour as today's.
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let built = std::fs::metadata(&p)?.modified()?;
+    for krate in ["agent", "bgp", "ipam"] {
+        if let Some(src) = newest_file(&ws.join(krate).join("src")) {
+            if src.1 > built {
+                bail!(
+                    "{} is older than {}: rebuild with `cargo build -p agent --bins` (or set {env})",
+                    p.display(),
+                    src.0.display()
+                );
+            }
+        }
+    }
     Ok(p)
+}
+
+/// The most recently modified file under `dir`, recursively.
+fn newest_file(dir: &Path) -> Option<(PathBuf, std::time::SystemTime)> {
+    let mut newest: Option<(PathBuf, std::time::SystemTime)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            entry.metadata().ok()?.modified().ok().map(|t| (path, t))
+        };
+        if let Some(c) = candidate {
+            if newest.as_ref().is_none_or(|n| c.1 > n.1) {
+                newest = Some(c);
+            }
+        }
+    }
+    newest
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn newest_file_finds_the_latest_write() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("a"), "a").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(dir.path().join("sub/b"), "b").unwrap();
+        let (p, _) = newest_file(dir.path()).unwrap();
+        assert!(p.ends_with("sub/b"), "{}", p.display());
+    }
 
     #[test]
     fn command_line_has_every_flag() {
