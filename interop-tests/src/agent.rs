@@ -283,6 +283,51 @@ fn newest_file(dir: &Path) -> Option<(PathBuf, std::time::SystemTime)> {
     newest
 }
 
+/// A member of a node-to-node mesh: `node<i>` at the underlay's i-th address, on a datastore
+/// shared by the whole mesh.
+pub fn mesh_member(underlay: &crate::Underlay, i: usize, datastore: &Path) -> AgentConfig {
+    let mut cfg = AgentConfig::new(&format!("node{i}"), underlay.node(i).ip, 64512);
+    cfg.mesh = true;
+    cfg.datastore = Some(datastore.to_path_buf());
+    cfg
+}
+
+/// Starts a mesh agent on every underlay node (`extra_args` added to each command line), all on
+/// `<dir>/datastore`, and waits until each has every other node as an Established mesh peer.
+pub fn start_mesh(
+    underlay: &crate::Underlay,
+    dir: &crate::TestDir,
+    extra_args: &[&str],
+) -> Result<Vec<Agent>> {
+    let datastore = dir.sub("datastore")?;
+    let n = underlay.nodes.len();
+    let mut agents = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut cfg = mesh_member(underlay, i, &datastore);
+        cfg.extra_args = extra_args.iter().map(|a| a.to_string()).collect();
+        agents.push(Agent::start(
+            &underlay.node(i).ns,
+            &dir.sub(&format!("node{i}"))?,
+            cfg,
+        )?);
+    }
+    for (i, a) in agents.iter().enumerate() {
+        crate::wait_until(
+            Duration::from_secs(30),
+            &format!("node{i}'s mesh sessions"),
+            || {
+                let peers = a.peers()?;
+                Ok(peers.len() + 1 == n
+                    && peers
+                        .iter()
+                        .all(|p| p.state == "Established" && p.peer_type == "mesh"))
+            },
+        )
+        .with_context(|| a.log_tail(30))?;
+    }
+    Ok(agents)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

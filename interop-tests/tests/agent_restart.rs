@@ -5,7 +5,7 @@
 
 use agent::control::api::{Assignment, Command, EndpointRecord};
 use anyhow::{Context, Result};
-use interop_tests::agent::{Agent, AgentConfig};
+use interop_tests::agent::{mesh_member, Agent};
 use interop_tests::{wait_until, TestDir, Underlay};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -15,12 +15,7 @@ fn restart_persists_routes_rebuilds_host_routes_and_sweeps_stale_ones() -> Resul
     let dir = TestDir::new("restart")?;
     let underlay = Underlay::new("grs", "172.18.0.0/16".parse()?, 2)?;
     let datastore = dir.sub("datastore")?;
-    let config = |i: usize| {
-        let mut cfg = AgentConfig::new(&format!("node{i}"), underlay.node(i).ip, 64512);
-        cfg.mesh = true;
-        cfg.datastore = Some(datastore.clone());
-        cfg
-    };
+    let config = |i: usize| mesh_member(&underlay, i, &datastore);
     let n0 = &underlay.node(0).ns;
     let dir0 = dir.sub("node0")?;
     let mut a0 = Agent::start(n0, &dir0, config(0))?;

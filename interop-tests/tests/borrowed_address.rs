@@ -3,7 +3,7 @@
 //! borrower instead of dropping it in its blackhole.
 
 use anyhow::{Context, Result};
-use interop_tests::agent::{Agent, AgentConfig};
+use interop_tests::agent::start_mesh;
 use interop_tests::{wait_until, TestDir, Underlay};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -12,25 +12,9 @@ use std::time::Duration;
 fn borrowed_address_is_advertised_as_a_host_route_past_the_owners_blackhole() -> Result<()> {
     let dir = TestDir::new("borrow")?;
     let underlay = Underlay::new("gbr", "172.18.0.0/16".parse()?, 3)?;
-    let datastore = dir.sub("datastore")?;
-    let mut agents = Vec::new();
-    for i in 0..3 {
-        let node = underlay.node(i);
-        let mut cfg = AgentConfig::new(&format!("node{i}"), node.ip, 64512);
-        cfg.mesh = true;
-        cfg.datastore = Some(datastore.clone());
-        // Room for two /26 blocks only: the third node has to borrow.
-        cfg.extra_args = vec!["--pool-cidr".into(), "10.244.0.0/25".into()];
-        agents.push(Agent::start(&node.ns, &dir.sub(&format!("node{i}"))?, cfg)?);
-    }
+    // Room for two /26 blocks only: the third node has to borrow.
+    let agents = start_mesh(&underlay, &dir, &["--pool-cidr", "10.244.0.0/25"])?;
     let ips: Vec<Ipv4Addr> = (0..3).map(|i| underlay.node(i).ip).collect();
-    for (i, a) in agents.iter().enumerate() {
-        wait_until(Duration::from_secs(30), &format!("node{i}'s mesh"), || {
-            let p = a.peers()?;
-            Ok(p.len() == 2 && p.iter().all(|p| p.state == "Established"))
-        })
-        .with_context(|| a.log_tail(30))?;
-    }
 
     agents[0].assign("a")?;
     agents[1].assign("b")?;

@@ -4,7 +4,7 @@
 //! removing its node removes its routes everywhere and frees its block.
 
 use anyhow::{Context, Result};
-use interop_tests::agent::{Agent, AgentConfig};
+use interop_tests::agent::{start_mesh, Agent};
 use interop_tests::{wait_until, TestDir, Underlay};
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -29,32 +29,9 @@ fn blocks(agent: &Agent) -> Result<Vec<(String, Option<String>)>> {
 fn three_agents_mesh_routes_blackholes_and_node_removal() -> Result<()> {
     let dir = TestDir::new("mesh3")?;
     let underlay = Underlay::new("gm3", "172.18.0.0/16".parse()?, 3)?;
-    let datastore = dir.sub("datastore")?;
-    let mut agents = Vec::new();
-    for i in 0..3 {
-        let node = underlay.node(i);
-        let mut cfg = AgentConfig::new(&format!("node{i}"), node.ip, 64512);
-        cfg.mesh = true;
-        cfg.datastore = Some(datastore.clone());
-        agents.push(Agent::start(&node.ns, &dir.sub(&format!("node{i}"))?, cfg)?);
-    }
-    let ips: Vec<Ipv4Addr> = (0..3).map(|i| underlay.node(i).ip).collect();
-
     // The mesh forms from the registry alone: each agent has the two others as Established peers.
-    for (i, a) in agents.iter().enumerate() {
-        wait_until(
-            Duration::from_secs(30),
-            &format!("node{i}'s mesh sessions"),
-            || {
-                let peers = a.peers()?;
-                Ok(peers.len() == 2
-                    && peers
-                        .iter()
-                        .all(|p| p.state == "Established" && p.peer_type == "mesh"))
-            },
-        )
-        .with_context(|| a.log_tail(30))?;
-    }
+    let mut agents = start_mesh(&underlay, &dir, &[])?;
+    let ips: Vec<Ipv4Addr> = (0..3).map(|i| underlay.node(i).ip).collect();
 
     // Metrics and health over real HTTP, inside node 0's namespace (the agent binds its loopback).
     let http = |path: &str| -> Result<String> {
