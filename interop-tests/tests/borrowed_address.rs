@@ -71,5 +71,17 @@ fn borrowed_address_is_advertised_as_a_host_route_past_the_owners_blackhole() ->
             || Ok(!ns.routes_proto("bird")?.iter().any(|r| r.dst == host)),
         )?;
     }
+
+    // With strict affinity (set from one node, in force for all) there is no borrowing.
+    let policy = agents[2].routectl(&["ipam", "configure", "--strict-affinity", "true"])?;
+    assert_eq!(policy["strict_affinity"], true, "{policy}");
+    let policy = agents[0].routectl(&["ipam", "configure"])?;
+    assert_eq!(policy["strict_affinity"], true, "{policy}");
+    assert_eq!(policy["max_blocks_per_node"], 20, "{policy}");
+    let refused = agents[2].assign("d");
+    assert!(
+        refused.is_err(),
+        "strict affinity refuses to borrow: {refused:?}"
+    );
     Ok(())
 }

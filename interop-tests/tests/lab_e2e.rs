@@ -143,6 +143,10 @@ fn lab_three_nodes_pods_ping_no_encapsulation_and_a_fourth_node_joins() {
         "up shows a cross-node ping:\n{up}"
     );
 
+    // A second `up` is safe and says what it found.
+    let again = lab.ok(&["up"]);
+    assert!(again.contains("already up"), "{again}");
+
     let st = lab.status();
     let nodes = st["nodes"].as_array().unwrap().clone();
     assert_eq!(nodes.len(), 3);

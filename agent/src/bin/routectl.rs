@@ -1,8 +1,8 @@
 //! `routectl`: the operator's view of a node's gingham-agent, over its control socket.
 
 use agent::control::api::{
-    Assignment, BlocksReport, Command, EndpointRecord, IpInfo, IpamReport, NodeRemoved, PeerInfo,
-    RouteInfo, Summary, Trace,
+    Assignment, BlocksReport, Command, EndpointRecord, IpInfo, IpamPolicy, IpamReport, NodeRemoved,
+    PeerInfo, RouteInfo, Summary, Trace,
 };
 use agent::control::call;
 use agent::render;
@@ -94,6 +94,15 @@ enum Ipam {
     Check,
     /// Fix the inconsistencies that can be fixed safely.
     Repair,
+    /// Show or set the cluster-wide policy (like `calicoctl ipam configure`).
+    Configure {
+        /// Never borrow addresses from other nodes' blocks.
+        #[arg(long)]
+        strict_affinity: Option<bool>,
+        /// Blocks a node may claim (0 = the default of 20).
+        #[arg(long)]
+        max_blocks_per_node: Option<u32>,
+    },
     /// Who holds an address.
     Show {
         #[arg(long)]
@@ -150,6 +159,25 @@ fn run(cli: &Cli) -> Result<(), String> {
         Top::Ipam { what: Ipam::Repair } => {
             fetch::<IpamReport>(cli, Command::IpamRepair, |r| render::ipam_report(r, true))
         }
+        Top::Ipam {
+            what:
+                Ipam::Configure {
+                    strict_affinity,
+                    max_blocks_per_node,
+                },
+        } => fetch::<IpamPolicy>(
+            cli,
+            Command::IpamConfigure {
+                strict_affinity: *strict_affinity,
+                max_blocks_per_node: *max_blocks_per_node,
+            },
+            |p| {
+                format!(
+                    "StrictAffinity: {}\nMaxBlocksPerNode: {}\n",
+                    p.strict_affinity, p.max_blocks_per_node
+                )
+            },
+        ),
         Top::Ipam {
             what: Ipam::Show { ip },
         } => fetch::<IpInfo>(cli, Command::IpamShow { ip: *ip }, render::ip_info),

@@ -46,6 +46,14 @@ pub enum Command {
     IpamCheck,
     /// `routectl ipam repair`.
     IpamRepair,
+    /// `routectl ipam configure`: the cluster-wide policy (Calico's IPAMConfig). Fields left
+    /// out keep their value; the answer is the policy in force.
+    IpamConfigure {
+        #[serde(default)]
+        strict_affinity: Option<bool>,
+        #[serde(default)]
+        max_blocks_per_node: Option<u32>,
+    },
     /// `routectl ipam show --ip <ip>`.
     IpamShow { ip: Ipv4Addr },
     /// `routectl ipam assign --handle <id>`: an address outside pods (a VM, a tunnel end, a test).
@@ -218,6 +226,15 @@ pub struct IpamReport {
     pub problems: Vec<String>,
     /// What `repair` did (empty for `check`).
     pub fixed: Vec<String>,
+}
+
+/// `routectl ipam configure`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamPolicy {
+    /// A node never borrows from another node's block.
+    pub strict_affinity: bool,
+    /// Blocks a node may claim.
+    pub max_blocks_per_node: u32,
 }
 
 /// `routectl ipam assign` / `release` and the CNI's assign.

@@ -2,8 +2,8 @@
 
 use super::Agent;
 use crate::control::api::{
-    Assignment, BlockInfo, BlocksReport, Command, IpInfo, IpamReport, MessageCounts, NodeRemoved,
-    PeerInfo, Request, Response, RouteInfo, Summary, Trace,
+    Assignment, BlockInfo, BlocksReport, Command, IpInfo, IpamPolicy, IpamReport, MessageCounts,
+    NodeRemoved, PeerInfo, Request, Response, RouteInfo, Summary, Trace,
 };
 use crate::control::{Handler, HandlerFuture};
 use crate::metrics::{MetricsSource, Snapshot};
@@ -337,6 +337,31 @@ impl Agent {
                 })
             }
             Command::IpamShow { ip } => Response::ok(&self.ip_info(ip).await?),
+            Command::IpamConfigure {
+                strict_affinity,
+                max_blocks_per_node,
+            } => {
+                let ipam = self.ipam.clone();
+                let cfg = blocking(move || {
+                    let mut cfg = ipam.config().map_err(|e| e.to_string())?;
+                    let changed = strict_affinity.is_some() || max_blocks_per_node.is_some();
+                    if let Some(v) = strict_affinity {
+                        cfg.strict_affinity = v;
+                    }
+                    if let Some(v) = max_blocks_per_node {
+                        cfg.max_blocks_per_host = v;
+                    }
+                    if changed {
+                        ipam.set_config(cfg.clone()).map_err(|e| e.to_string())?;
+                    }
+                    Ok(cfg)
+                })
+                .await?;
+                Response::ok(&IpamPolicy {
+                    strict_affinity: cfg.strict_affinity,
+                    max_blocks_per_node: cfg.block_limit(),
+                })
+            }
             Command::IpamAssign { handle, .. } => {
                 let ip = self.assign(&handle, None, None).await?;
                 Response::ok(&Assignment {
