@@ -88,6 +88,15 @@ impl Agent {
         .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
 
+    /// Who IPAM says holds `ip`.
+    async fn holder_of(&self, ip: Ipv4Addr) -> Result<Option<ipam::Allocation>, String> {
+        let ipam = self.ipam.clone();
+        tokio::task::spawn_blocking(move || ipam.lookup(ip))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
     /// CNI ADD, step 1: an address for the container (the same one on a repeated ADD).
     pub async fn endpoint_assign(
         &self,
@@ -144,12 +153,8 @@ impl Agent {
             return Err(format!("interface {} is not a cali device", ep.interface));
         }
         // The address must be the one IPAM gave this container: never route someone else's.
-        let ipam = self.ipam.clone();
         let ip = ep.ip;
-        let holder = tokio::task::spawn_blocking(move || ipam.lookup(ip))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let holder = self.holder_of(ip).await?;
         let handle = pod_handle(&ep.container_id);
         match holder {
             Some(a) if a.handle == handle => {}
@@ -239,12 +244,7 @@ impl Agent {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no endpoint recorded for container {container_id}"))?;
         let ep = v.value.endpoint;
-        let ipam = self.ipam.clone();
-        let ip = ep.ip;
-        let holder = tokio::task::spawn_blocking(move || ipam.lookup(ip))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let holder = self.holder_of(ep.ip).await?;
         if holder.map(|a| a.handle) != Some(pod_handle(container_id)) {
             return Err(format!(
                 "{} is no longer assigned to container {container_id}",
