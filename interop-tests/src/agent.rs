@@ -154,6 +154,10 @@ impl Agent {
         Ok(agent)
     }
 
+    pub fn pid(&self) -> i32 {
+        self.daemon.pid()
+    }
+
     pub fn socket(&self) -> &Path {
         &self.sock
     }

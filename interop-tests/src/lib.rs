@@ -5,6 +5,7 @@
 //! Namespace names carry the process id and a counter because cargo runs tests in parallel.
 
 pub mod agent;
+pub mod bench;
 pub mod net;
 pub mod netns;
 pub mod peers;

@@ -1,0 +1,5 @@
+//! `gingham-bench`: Gingham measured side by side with BIRD and GoBGP in the same run.
+
+pub mod feed;
+pub mod proc_stats;
+pub mod table;
