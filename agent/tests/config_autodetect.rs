@@ -22,8 +22,7 @@ fn ip(ns: &NetnsGuard, args: &[&str]) {
 }
 
 fn node() -> Option<NetnsGuard> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: needs root for network namespaces");
         return None;
     }
@@ -97,7 +96,7 @@ fn first_found_interface_and_can_reach() {
 fn first_found_with_only_virtual_interfaces_fails_cleanly() {
     let Some(ns) = NetnsGuard::create("gk")
         .ok()
-        .filter(|_| unsafe { libc::geteuid() } == 0)
+        .filter(|_| nix::unistd::geteuid().is_root())
     else {
         return;
     };

@@ -11,8 +11,7 @@ const CALI: &str = "cali2c3211ffbd5";
 const CALI2: &str = "cali0000000000a";
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 fn ip(ns: &NetnsGuard, args: &[&str]) -> String {

@@ -2,6 +2,8 @@
 //!
 //! - [`wire`]: the message codec (RFC 4271, 4760, 6793, 4724, 8654, 2918, 1997, 4456, 7606).
 
+#![forbid(unsafe_code)]
+
 pub mod fsm;
 pub mod rib;
 pub mod session;

@@ -31,12 +31,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod registry;
 pub mod resources;
 pub mod store;
 
-pub use error::{IpamError, StoreError};
+pub use error::IpamError;
 pub mod allocator;
 
 pub use allocator::{
@@ -45,4 +47,4 @@ pub use allocator::{
 };
 pub use registry::NodeRegistry;
 pub use resources::{IpPool, IpamConfig, NodeRecord};
-pub use store::{open as open_store, Kind, Record, Revision, Store};
+pub use store::{open as open_store, Kind, Record, Revision, Store, StoreError};

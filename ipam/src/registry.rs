@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::error::StoreError;
 use crate::resources::{self, NodeRecord, TypedWatch, Versioned};
 use crate::store::Store;
+use crate::store::StoreError;
 
 /// How many times a write is retried when another writer got in between.
 const RETRIES: u32 = 100;

@@ -7,8 +7,9 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::{now_secs, AllocationAttrs, Ipam, Step};
-use crate::error::{IpamError, StoreError};
+use crate::error::IpamError;
 use crate::resources::{self, AffinityState, AllocationBlock, IpamHandle};
+use crate::store::StoreError;
 
 /// What trying one block gave.
 enum InBlock {

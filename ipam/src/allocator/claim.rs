@@ -9,8 +9,9 @@
 use ipnet::Ipv4Net;
 
 use super::{now_secs, Ipam, Step};
-use crate::error::{IpamError, StoreError};
+use crate::error::IpamError;
 use crate::resources::{self, AffinityState, AllocationBlock, BlockAffinity, Versioned};
+use crate::store::StoreError;
 
 impl Ipam {
     /// Claims the first free block in `node`'s order; `None` when every block of the pool exists.

@@ -27,9 +27,10 @@ pub use order::{block_order, fnv32};
 pub use query::{Allocation, BlockUsage, PoolUsage};
 pub use release::NodeRelease;
 
-use crate::error::{IpamError, StoreError};
+use crate::error::IpamError;
 use crate::resources::{self, IpPool, IpamConfig, Versioned};
 use crate::store::Store;
+use crate::store::StoreError;
 
 /// Local settings of the allocator (the cluster-wide policy is the `IPAMConfig` record).
 #[derive(Debug, Clone)]

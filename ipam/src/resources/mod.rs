@@ -22,7 +22,7 @@ pub use handle::IpamHandle;
 pub use node::NodeRecord;
 pub use pool::IpPool;
 
-use crate::error::StoreError;
+use crate::store::StoreError;
 use crate::store::{CorruptRecord, Kind, Record, Revision, Store, Watch, WatchEvent};
 
 /// A typed record kind.

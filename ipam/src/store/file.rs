@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::file_lock::DirLock;
+use super::StoreError;
 use super::{names, poll_watch, CorruptRecord, Kind, Listing, Record, Revision, Store, Watch};
-use crate::error::StoreError;
 
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 

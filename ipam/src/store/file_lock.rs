@@ -6,11 +6,10 @@
 //! the `flock` serialises the processes.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::error::StoreError;
+use super::StoreError;
 
 pub struct DirLock {
     file: Mutex<File>,
@@ -38,15 +37,12 @@ impl DirLock {
 
     pub fn lock(&self) -> Result<DirLockGuard<'_>, StoreError> {
         let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        // std's `File::lock` is flock(LOCK_EX) on Linux; a signal may interrupt the wait.
         loop {
-            // SAFETY: flock on a descriptor we own; no memory is passed.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(DirLockGuard { file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(StoreError::io("cannot lock", &self.path, err));
+            match file.lock() {
+                Ok(()) => return Ok(DirLockGuard { file }),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::io("cannot lock", &self.path, e)),
             }
         }
     }
@@ -54,9 +50,7 @@ impl DirLock {
 
 impl Drop for DirLockGuard<'_> {
     fn drop(&mut self) {
-        // SAFETY: as above. Closing is not needed: the descriptor lives as long as the store.
-        unsafe {
-            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
-        }
+        // Closing is not needed: the descriptor lives as long as the store.
+        let _ = self.file.unlock();
     }
 }

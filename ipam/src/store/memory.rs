@@ -5,8 +5,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::StoreError;
 use super::{Kind, Listing, Record, Revision, Store, Watch, WatchEvent};
-use crate::error::StoreError;
 
 #[derive(Default)]
 struct State {

@@ -6,6 +6,7 @@
 //! starts with the current state and then streams changes (list + watch; a backend whose watch
 //! cannot resume re-lists and diffs, which the consumer cannot tell apart).
 
+mod error;
 mod file;
 mod file_lock;
 mod memory;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::error::StoreError;
+pub use error::StoreError;
 pub use file::FileStore;
 pub use memory::MemoryStore;
 

@@ -4,7 +4,7 @@
 //! `192-168-0-0-26`) are kept as they are, so an operator can find a record with `ls`. Any other
 //! byte is percent-encoded, which keeps the mapping one-to-one: two names never share a file.
 
-use crate::error::StoreError;
+use super::StoreError;
 
 /// Longest escaped name: file systems allow 255 bytes, and we add a `.` prefix and `.json.tmp`.
 const MAX_FILE_NAME: usize = 240;

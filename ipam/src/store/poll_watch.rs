@@ -9,8 +9,8 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::StoreError;
 use super::{Kind, Listing, Revision, Watch, WatchEvent};
-use crate::error::StoreError;
 
 pub fn spawn<F>(kind: Kind, interval: Duration, list: F) -> Result<Watch, StoreError>
 where

@@ -76,5 +76,6 @@ pub fn stop_pid(pid: i32) {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
