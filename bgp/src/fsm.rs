@@ -1,13 +1,20 @@
-//! The BGP finite state machine of one connection, RFC 4271 §8, as pure code.
+//! The BGP finite state machine of RFC 4271 §8, as pure code, in two parts:
 //!
-//! [`Fsm::handle`] maps `(state, event)` to a new state and a list of [`Action`]s for the
-//! driver (`session.rs`) to carry out. There is no I/O and no clock here: timers are started
-//! and stopped by actions and their expiry comes back as events, so every transition is a unit
-//! test. Event names follow RFC 4271 §8.1; unexpected messages are answered with the FSM error
-//! subcodes of RFC 6608.
+//! - [`PeerFsm`] (`fsm/peer.rs`): the peer's connection management, the Idle, Connect and
+//!   Active states and the ConnectRetry timer. The speaker's owner task runs one per configured
+//!   peer and carries out its actions (connect, start or stop the retry timer).
+//! - [`Fsm`]: one TCP connection from the moment it exists, OpenSent, OpenConfirm and
+//!   Established. The session driver (`session/mod.rs`) runs one per connection; a peer has two
+//!   during a collision (§6.8), which is why this half is per connection.
+//!
+//! `handle` maps `(state, event)` to a new state and a list of actions. There is no I/O and no
+//! clock here: timers are started and stopped by actions and their expiry comes back as events,
+//! so every transition is a unit test. Event names follow RFC 4271 §8.1; unexpected messages are
+//! answered with the FSM error subcodes of RFC 6608.
 
 mod collision;
 mod negotiate;
+mod peer;
 #[cfg(test)]
 mod tests;
 
@@ -16,6 +23,7 @@ pub use collision::{
     OpenedConnection,
 };
 pub use negotiate::{negotiate, FsmConfig, Negotiated};
+pub use peer::{PeerAction, PeerEvent, PeerFsm, PeerState};
 
 use crate::wire::{error_code, Message, Notification, Open, RouteRefresh, Update};
 use std::fmt;
@@ -50,23 +58,16 @@ impl fmt::Display for State {
     }
 }
 
-/// RFC 4271 §8.1 events (the optional ones we do not implement, such as DelayOpen, are absent).
+/// RFC 4271 §8.1 events of one connection (the optional ones we do not implement, such as
+/// DelayOpen, are absent; the connection-management events are [`PeerEvent`]s).
 // Events are moved once into `handle`; boxing the UPDATE would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Event 1.
-    ManualStart,
     /// Event 2.
     ManualStop,
-    /// Event 4: ManualStart_with_PassiveTcpEstablishment.
-    ManualStartPassive,
-    /// Event 9.
-    ConnectRetryTimerExpires,
     /// Event 10.
     HoldTimerExpires,
-    /// Event 11.
-    KeepaliveTimerExpires,
     /// Event 16: our outgoing connection was established.
     TcpCrAcked,
     /// Event 17: an incoming connection was accepted.
@@ -104,6 +105,14 @@ pub enum DownReason {
     NotificationSent(Notification),
     /// The peer sent this NOTIFICATION.
     NotificationReceived(Notification),
+}
+
+impl DownReason {
+    /// This side closed the connection because collision resolution chose the other one
+    /// (RFC 4271 §6.8): not an error of the peer.
+    pub fn is_collision(&self) -> bool {
+        matches!(self, DownReason::NotificationSent(n) if *n == collision_notification())
+    }
 }
 
 impl fmt::Display for DownReason {
@@ -155,17 +164,15 @@ pub fn notification_text(n: &Notification) -> String {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Initiate the outgoing TCP connection.
-    Connect,
     Send(Message),
     /// Drop the TCP connection (after sending what was queued before this action).
     CloseConnection,
-    StartConnectRetryTimer,
-    StopConnectRetryTimer,
     /// (Re)start the hold timer with this many seconds; 0 stops it.
     StartHoldTimer(u16),
-    /// (Re)start the keepalive timer with this many seconds; 0 stops it.
-    StartKeepaliveTimer(u16),
+    /// From now on send a KEEPALIVE whenever nothing was sent for this many seconds (RFC 4271
+    /// §4.4, the KeepaliveTimer); 0 sends none. The driver's writer keeps this timer, so a
+    /// session whose reader is busy still keeps its peer's hold timer fed.
+    KeepaliveInterval(u16),
     /// Stop every timer (on the way to Idle).
     StopTimers,
     /// The session is up with these parameters.
@@ -181,14 +188,15 @@ pub enum Action {
 /// RFC 4271 §8.2.2: the hold timer while waiting for the OPEN, "a large value", 4 minutes.
 pub const OPEN_HOLD_TIME: u16 = 240;
 
-/// One connection's state machine.
+/// One connection's state machine. It starts in Idle and leaves it only when its TCP
+/// connection is up (event 16 or 17); it never returns from Idle once it got there.
 #[derive(Debug, Clone)]
 pub struct Fsm {
     cfg: FsmConfig,
     state: State,
     negotiated: Option<Negotiated>,
-    /// RFC 4271 §8: ConnectRetryCounter, incremented on every failed attempt.
-    connect_retry_counter: u32,
+    /// Set when the connection went from OpenSent on: a closed machine stays closed.
+    closed: bool,
 }
 
 impl Fsm {
@@ -197,7 +205,7 @@ impl Fsm {
             cfg,
             state: State::Idle,
             negotiated: None,
-            connect_retry_counter: 0,
+            closed: false,
         }
     }
 
@@ -214,91 +222,30 @@ impl Fsm {
         self.negotiated.as_ref()
     }
 
-    pub fn connect_retry_counter(&self) -> u32 {
-        self.connect_retry_counter
-    }
-
     /// Applies one event and returns what to do.
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         match self.state {
             State::Idle => self.idle(event),
-            State::Connect => self.connect(event),
-            State::Active => self.active(event),
             State::OpenSent => self.open_sent(event),
             State::OpenConfirm => self.open_confirm(event),
             State::Established => self.established(event),
+            // The connection-level machine never enters the connection-management states.
+            State::Connect | State::Active => Vec::new(),
         }
     }
 
-    /// RFC 4271 §8.2.2 Idle: only a start leaves it; everything else is ignored.
+    /// Idle: the connection exists once TCP is up (RFC 4271 §8.2.2 Connect/Active, events 16
+    /// and 17: send OPEN, go to OpenSent). Everything else is ignored, as in Idle.
     fn idle(&mut self, event: Event) -> Vec<Action> {
         match event {
-            Event::ManualStart => {
-                self.connect_retry_counter = 0;
-                self.state = State::Connect;
-                vec![Action::StartConnectRetryTimer, Action::Connect]
-            }
-            Event::ManualStartPassive => {
-                self.connect_retry_counter = 0;
-                self.state = State::Active;
-                vec![Action::StartConnectRetryTimer]
-            }
+            Event::TcpCrAcked | Event::TcpConnectionConfirmed if !self.closed => self.send_open(),
             _ => Vec::new(),
-        }
-    }
-
-    /// Connect: waiting for our TCP connection to complete.
-    fn connect(&mut self, event: Event) -> Vec<Action> {
-        match event {
-            Event::ManualStart | Event::ManualStartPassive => Vec::new(),
-            Event::ManualStop | Event::Cease(_) => {
-                self.connect_retry_counter = 0;
-                self.go_idle(DownReason::ManualStop, None)
-            }
-            Event::ConnectRetryTimerExpires => {
-                // Drop the pending attempt and try again, staying in Connect.
-                vec![
-                    Action::CloseConnection,
-                    Action::StartConnectRetryTimer,
-                    Action::Connect,
-                ]
-            }
-            Event::TcpCrAcked | Event::TcpConnectionConfirmed => self.send_open(),
-            Event::TcpConnectionFails => {
-                self.connect_retry_counter += 1;
-                self.state = State::Active;
-                vec![Action::StartConnectRetryTimer]
-            }
-            _ => self.fail_without_notification(),
-        }
-    }
-
-    /// Active: listening for the peer to connect.
-    fn active(&mut self, event: Event) -> Vec<Action> {
-        match event {
-            Event::ManualStart | Event::ManualStartPassive => Vec::new(),
-            Event::ManualStop | Event::Cease(_) => {
-                self.connect_retry_counter = 0;
-                self.go_idle(DownReason::ManualStop, None)
-            }
-            Event::ConnectRetryTimerExpires => {
-                self.state = State::Connect;
-                vec![Action::StartConnectRetryTimer, Action::Connect]
-            }
-            Event::TcpCrAcked | Event::TcpConnectionConfirmed => self.send_open(),
-            Event::TcpConnectionFails => {
-                self.connect_retry_counter += 1;
-                self.state = State::Idle;
-                vec![Action::StartConnectRetryTimer]
-            }
-            _ => self.fail_without_notification(),
         }
     }
 
     fn send_open(&mut self) -> Vec<Action> {
         self.state = State::OpenSent;
         vec![
-            Action::StopConnectRetryTimer,
             Action::Send(Message::Open(self.cfg.open())),
             Action::StartHoldTimer(OPEN_HOLD_TIME),
         ]
@@ -307,17 +254,12 @@ impl Fsm {
     /// OpenSent: our OPEN is out, waiting for theirs.
     fn open_sent(&mut self, event: Event) -> Vec<Action> {
         match event {
-            Event::ManualStart | Event::ManualStartPassive => Vec::new(),
-            Event::TcpConnectionFails => {
-                self.connect_retry_counter += 1;
-                self.go_idle(DownReason::TcpFailed, None)
-            }
+            Event::TcpConnectionFails => self.go_idle(DownReason::TcpFailed, None),
             Event::BgpOpen(open) => match negotiate(&self.cfg, &open) {
                 Ok(neg) => {
                     let actions = vec![
-                        Action::StopConnectRetryTimer,
                         Action::Send(Message::Keepalive),
-                        Action::StartKeepaliveTimer(neg.keepalive),
+                        Action::KeepaliveInterval(neg.keepalive),
                         Action::StartHoldTimer(neg.hold_time),
                     ];
                     self.negotiated = Some(neg);
@@ -333,8 +275,6 @@ impl Fsm {
     /// OpenConfirm: both OPENs exchanged, waiting for the first KEEPALIVE.
     fn open_confirm(&mut self, event: Event) -> Vec<Action> {
         match event {
-            Event::ManualStart | Event::ManualStartPassive => Vec::new(),
-            Event::KeepaliveTimerExpires => self.send_keepalive(),
             Event::KeepAliveMsg => {
                 let Some(neg) = self.negotiated.clone() else {
                     return self.fail_fsm(error_code::fsm::UNEXPECTED_IN_OPENCONFIRM);
@@ -352,8 +292,6 @@ impl Fsm {
     fn established(&mut self, event: Event) -> Vec<Action> {
         let hold = self.negotiated.as_ref().map_or(0, |n| n.hold_time);
         match event {
-            Event::ManualStart | Event::ManualStartPassive => Vec::new(),
-            Event::KeepaliveTimerExpires => self.send_keepalive(),
             // RFC 4271 §8.2.2 Established: KEEPALIVE and UPDATE restart the hold timer.
             Event::KeepAliveMsg => vec![Action::StartHoldTimer(hold)],
             Event::UpdateMsg(update) => vec![Action::StartHoldTimer(hold), Action::Deliver(update)],
@@ -369,25 +307,16 @@ impl Fsm {
     fn common(&mut self, event: Event, unexpected: u8) -> Vec<Action> {
         use error_code::*;
         match event {
-            Event::ManualStop => {
-                self.connect_retry_counter = 0;
-                self.fail_with(Notification::new(
-                    CEASE,
-                    cease::ADMINISTRATIVE_SHUTDOWN,
-                    Vec::new(),
-                ))
-            }
-            Event::Cease(n) => {
-                self.connect_retry_counter = 0;
-                self.fail_with(n)
-            }
+            Event::ManualStop => self.fail_with(Notification::new(
+                CEASE,
+                cease::ADMINISTRATIVE_SHUTDOWN,
+                Vec::new(),
+            )),
+            Event::Cease(n) => self.fail_with(n),
             Event::HoldTimerExpires => {
                 self.fail_with(Notification::new(HOLD_TIMER_EXPIRED, 0, Vec::new()))
             }
-            Event::TcpConnectionFails => {
-                self.connect_retry_counter += 1;
-                self.go_idle(DownReason::TcpFailed, None)
-            }
+            Event::TcpConnectionFails => self.go_idle(DownReason::TcpFailed, None),
             Event::BgpHeaderErr(n) => self.fail_with(n),
             // A malformed OPEN is an OPEN error before Established, an unexpected message after
             // (RFC 4271 §8.2.2 Established, "Events 9, 12-13, 20-22").
@@ -396,20 +325,9 @@ impl Fsm {
             // unexpected.
             Event::UpdateMsgErr(n) if self.state == State::Established => self.fail_with(n),
             Event::OpenCollisionDump => self.fail_with(collision_notification()),
-            Event::NotifMsg(n) => {
-                self.connect_retry_counter += 1;
-                self.go_idle(DownReason::NotificationReceived(n), None)
-            }
+            Event::NotifMsg(n) => self.go_idle(DownReason::NotificationReceived(n), None),
             _ => self.fail_fsm(unexpected),
         }
-    }
-
-    fn send_keepalive(&mut self) -> Vec<Action> {
-        let keepalive = self.negotiated.as_ref().map_or(0, |n| n.keepalive);
-        vec![
-            Action::Send(Message::Keepalive),
-            Action::StartKeepaliveTimer(keepalive),
-        ]
     }
 
     fn fail_fsm(&mut self, subcode: u8) -> Vec<Action> {
@@ -418,22 +336,13 @@ impl Fsm {
 
     /// Sends `n`, closes, goes to Idle.
     fn fail_with(&mut self, n: Notification) -> Vec<Action> {
-        if n.code != error_code::CEASE {
-            self.connect_retry_counter += 1;
-        }
         self.go_idle(DownReason::NotificationSent(n.clone()), Some(n))
-    }
-
-    /// Connect/Active "any other event": back to Idle without a NOTIFICATION (no OPEN was
-    /// exchanged, so the peer would not expect one).
-    fn fail_without_notification(&mut self) -> Vec<Action> {
-        self.connect_retry_counter += 1;
-        self.go_idle(DownReason::TcpFailed, None)
     }
 
     fn go_idle(&mut self, reason: DownReason, notification: Option<Notification>) -> Vec<Action> {
         self.state = State::Idle;
         self.negotiated = None;
+        self.closed = true;
         let mut actions = Vec::with_capacity(4);
         if let Some(n) = notification {
             actions.push(Action::Send(Message::Notification(n)));

@@ -11,6 +11,7 @@ pub mod speaker;
 pub mod wire;
 
 pub use speaker::{
-    MessageCounts, PeerConfig, PeerStatus, RouteEvent, RouteSource, RouteView, Speaker,
-    SpeakerConfig, SpeakerError, SpeakerHandle, SpeakerStatus,
+    MessageCounts, PeerConfig, PeerKind, PeerProblem, PeerStatus, RouteBatch, RouteEvent,
+    RouteSource, RouteView, Speaker, SpeakerConfig, SpeakerError, SpeakerHandle, SpeakerStatus,
+    Subscription,
 };

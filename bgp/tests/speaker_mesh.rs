@@ -48,9 +48,9 @@ async fn ibgp_full_mesh_of_three() {
         for (owner, block) in nodes.iter().zip(blocks) {
             let r = routes.iter().find(|r| r.prefix == net(block)).unwrap();
             if owner.ip == x.ip {
-                assert_eq!(r.source, "local");
+                assert_eq!(r.source, RouteSource::Local);
             } else {
-                assert_eq!(r.source, owner.ip.to_string());
+                assert_eq!(r.source, RouteSource::Peer(owner.ip.into()));
                 assert_eq!(r.next_hop, owner.ip);
             }
         }
@@ -119,7 +119,7 @@ async fn ebgp_routes_cross_into_ibgp_and_back_out() {
         .unwrap();
     assert_eq!(r.as_path, "64512");
     assert_eq!(r.next_hop, b.ip);
-    assert_eq!(r.source, b.ip.to_string());
+    assert_eq!(r.source, RouteSource::Peer(b.ip.into()));
     // c's own route is not sent back to c.
     let st = b.status().await;
     let to_c = st.peers.iter().find(|p| p.address == c_ip).unwrap();

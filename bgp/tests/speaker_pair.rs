@@ -2,7 +2,8 @@
 
 mod common;
 
-use bgp::{RouteEvent, RouteSource};
+use bgp::fsm::State;
+use bgp::{PeerKind, RouteEvent, RouteSource};
 use common::*;
 use ipnet::Ipv4Net;
 use std::net::IpAddr;
@@ -41,7 +42,7 @@ async fn ibgp_pair_exchanges_routes_and_withdrawals() {
     assert_eq!(routes[0].as_path, "");
     assert_eq!(routes[0].local_pref, Some(100));
     assert!(routes[0].best);
-    assert_eq!(routes[0].source, a.ip.to_string());
+    assert_eq!(routes[0].source, RouteSource::Peer(a.ip.into()));
 
     let st = b.status().await;
     let p = &st.peers[0];
@@ -51,7 +52,7 @@ async fn ibgp_pair_exchanges_routes_and_withdrawals() {
     assert!(p.capabilities.contains(&"4-octet-as".to_string()));
     assert_eq!(p.messages_in.open, 1);
     assert!(p.messages_in.update >= 2, "route + End-of-RIB");
-    assert_eq!(p.label, "mesh");
+    assert_eq!(p.kind, PeerKind::Mesh);
     let a_st = a.status().await;
     assert_eq!(a_st.peers[0].prefixes_advertised, 1);
 
@@ -115,7 +116,7 @@ async fn routes_are_withdrawn_when_the_connection_closes() {
     ));
     // Shutdown closes TCP; B must not wait for its 90 s hold timer.
     a.handle.shutdown().await.unwrap();
-    let ev = tokio::time::timeout(Duration::from_secs(10), events.recv())
+    let ev = tokio::time::timeout(Duration::from_secs(10), events.next_event())
         .await
         .unwrap();
     assert_eq!(
@@ -125,9 +126,9 @@ async fn routes_are_withdrawn_when_the_connection_closes() {
         })
     );
     let st = b.status().await;
-    assert_ne!(st.peers[0].state, "Established");
+    assert_ne!(st.peers[0].state, State::Established);
     assert_eq!(st.peers[0].flaps, 1);
-    let err = st.peers[0].last_error.clone().unwrap();
+    let err = st.peers[0].last_error.clone().unwrap().to_string();
     assert!(err.contains("Administrative Shutdown"), "{err}");
     b.handle.shutdown().await.unwrap();
 }
@@ -162,8 +163,8 @@ async fn removing_a_peer_ceases_and_withdraws() {
         let st = a.status().await;
         st.peers[0]
             .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("Peer De-configured"))
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("Peer De-configured"))
     })
     .await;
     assert!(b.handle.remove_peer(a.ip.into()).await.is_err());
@@ -246,8 +247,8 @@ async fn collision_ends_with_one_session() {
     // Stable: still one Established session a while later, and no flap since.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (sa, sb) = (a.status().await, b.status().await);
-    assert_eq!(sa.peers[0].state, "Established");
-    assert_eq!(sb.peers[0].state, "Established");
+    assert_eq!(sa.peers[0].state, State::Established);
+    assert_eq!(sb.peers[0].state, State::Established);
     assert_eq!(sa.peers[0].flaps + sb.peers[0].flaps, 0, "{sa:?} {sb:?}");
     // At most one collision NOTIFICATION each way, and the surviving session carries routes.
     // When both OPENs crossed (two connections), each side closed exactly one of them.

@@ -85,8 +85,9 @@ async fn hold_time_one_is_refused() {
     let st = n.status().await;
     assert!(st.peers[0]
         .last_error
-        .as_deref()
+        .as_ref()
         .unwrap()
+        .to_string()
         .contains("Unacceptable Hold Time"));
     n.handle.shutdown().await.unwrap();
 }

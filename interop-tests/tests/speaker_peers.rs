@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use bgp::fsm::State;
 use bgp::{Speaker, SpeakerConfig, SpeakerHandle};
 use interop_tests::peers::{
     has_prefix, BgpPeer, Bird, ExaBgp, Frr, GoBgp, Neighbor, PeerConfig, ReceivedRoute,
@@ -58,15 +59,14 @@ fn on<T: Send + 'static>(
     rt.block_on(rt.spawn(fut)).expect("speaker task panicked")
 }
 
-fn speaker_state(rt: &Runtime, h: &SpeakerHandle, peer: Ipv4Addr) -> Result<String> {
+fn speaker_state(rt: &Runtime, h: &SpeakerHandle, peer: Ipv4Addr) -> Result<Option<State>> {
     let h = h.clone();
     let st = on(rt, async move { h.status().await })?;
     Ok(st
         .peers
         .iter()
         .find(|p| p.address == IpAddr::V4(peer))
-        .map(|p| p.state.clone())
-        .unwrap_or_default())
+        .map(|p| p.state))
 }
 
 fn speaker_has(rt: &Runtime, h: &SpeakerHandle, p: Ipv4Net, hop: Ipv4Addr) -> Result<bool> {
@@ -109,7 +109,7 @@ fn speaker_against(name: &str, start: Start, our_as: u32, peer_as: u32, peer_pas
     on(&rt, async move { h2.add_peer(pc).await }).unwrap();
 
     wait_until(T, "speaker session Established", || {
-        Ok(speaker_state(&rt, &h, n1.ip)? == "Established")
+        Ok(speaker_state(&rt, &h, n1.ip)? == Some(State::Established))
     })
     .unwrap();
     wait_until(T, &format!("{} session Established", peer.kind()), || {

@@ -47,11 +47,11 @@ pub fn peer_info(p: &bgp::PeerStatus) -> PeerInfo {
         address: p.address,
         port: p.port,
         asn: p.r#as,
-        peer_type: p.label.clone(),
-        state: p.state.clone(),
+        peer_type: p.kind.to_string(),
+        state: p.state.to_string(),
         since: p.since_unix,
         uptime_secs: p.uptime_secs,
-        info: p.info.clone(),
+        info: p.info(),
         hold_time: p.hold_time,
         keepalive: p.keepalive,
         capabilities: p.capabilities.clone(),
@@ -60,7 +60,7 @@ pub fn peer_info(p: &bgp::PeerStatus) -> PeerInfo {
         prefixes_advertised: p.prefixes_advertised,
         messages_in: counts(&p.messages_in),
         messages_out: counts(&p.messages_out),
-        last_error: p.last_error.clone(),
+        last_error: p.last_error.as_ref().map(|e| e.to_string()),
         flaps: p.flaps,
     }
 }
@@ -87,7 +87,7 @@ impl Agent {
             .into_iter()
             .map(|r| {
                 let in_kernel = r.best
-                    && if r.source == "local" {
+                    && if r.source == bgp::RouteSource::Local {
                         st.blackholes.contains(&r.prefix)
                     } else {
                         st.via.get(&r.prefix) == Some(&r.next_hop)
@@ -99,7 +99,7 @@ impl Agent {
                     origin: r.origin,
                     local_pref: r.local_pref,
                     med: r.med,
-                    source: r.source,
+                    source: r.source.to_string(),
                     best: r.best,
                     in_kernel,
                     reason: r.reason,

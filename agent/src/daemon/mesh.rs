@@ -21,7 +21,7 @@ pub fn mesh_peer(me: Ipv4Addr, other: &NodeRecord, port: u16, hold_time: u16) ->
         passive: me > other.address,
         local_address: Some(IpAddr::V4(me)),
         hold_time: Some(hold_time),
-        label: "mesh".into(),
+        kind: bgp::PeerKind::Mesh,
     }
 }
 
@@ -125,7 +125,7 @@ mod tests {
         let me: Ipv4Addr = "172.18.0.10".parse().unwrap();
         assert!(mesh_peer(me, &other("172.18.0.9"), 179, 90).passive);
         let p = mesh_peer(me, &other("172.18.0.9"), 179, 90);
-        assert_eq!(p.label, "mesh");
+        assert_eq!(p.kind, bgp::PeerKind::Mesh);
         assert_eq!(p.local_address, Some(IpAddr::V4(me)));
     }
 }

@@ -182,7 +182,7 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), DaemonError> {
             passive: false,
             local_address: Some(IpAddr::V4(cfg.ip)),
             hold_time: Some(cfg.hold_time),
-            label: "explicit".into(),
+            kind: bgp::PeerKind::Explicit,
         };
         speaker
             .add_peer(p)

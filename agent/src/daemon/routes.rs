@@ -12,13 +12,13 @@
 
 use super::Agent;
 use crate::kernel::{DesiredRoute, RouteOp};
+use bgp::Subscription;
 use bgp::{RouteEvent, RouteSource};
 use ipnet::Ipv4Net;
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::Receiver;
 
 /// What this agent believes it has in the kernel and in the speaker.
 #[derive(Debug, Default)]
@@ -222,21 +222,11 @@ impl Agent {
     }
 }
 
-/// Most route changes one kernel batch carries: bounds the time the state lock is held.
-const MAX_BATCH: usize = 8192;
-
 /// Follows the speaker's best-route stream into the kernel, taking whatever has queued up as one
 /// batch: one event when routes trickle in, thousands when a full table arrives.
-pub async fn follow_best_routes(agent: Arc<Agent>, mut rx: Receiver<RouteEvent>) {
-    while let Some(ev) = rx.recv().await {
-        let mut batch = vec![ev];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(ev) => batch.push(ev),
-                Err(_) => break,
-            }
-        }
-        agent.apply_route_events(batch).await;
+pub async fn follow_best_routes(agent: Arc<Agent>, mut rx: Subscription) {
+    while let Some(batch) = rx.recv().await {
+        agent.apply_route_events(batch.events).await;
     }
     tracing::warn!("the speaker's route stream ended");
 }
@@ -252,7 +242,12 @@ pub async fn keep_in_step(agent: Arc<Agent>, sweep_after: Duration, repair_every
         let swept = agent.routes.lock().await.swept;
         if !swept {
             let all_up = match agent.speaker.status().await {
-                Ok(s) => !s.peers.is_empty() && s.peers.iter().all(|p| p.state == "Established"),
+                Ok(s) => {
+                    !s.peers.is_empty()
+                        && s.peers
+                            .iter()
+                            .all(|p| p.state == bgp::fsm::State::Established)
+                }
                 Err(_) => false,
             };
             established_since = if all_up {

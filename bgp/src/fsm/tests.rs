@@ -1,4 +1,5 @@
-//! One test per transition of RFC 4271 §8.2.2, plus OPEN validation and negotiation.
+//! One test per transition of the connection's part of RFC 4271 §8.2.2 (the peer's Idle,
+//! Connect and Active are tested in `peer.rs`), plus OPEN validation and negotiation.
 
 use super::*;
 use crate::wire::{error_code, Afi, Capability, Message, Notification, Open, Safi, Update};
@@ -19,16 +20,13 @@ fn fsm_in(state: State) -> Fsm {
     let mut fsm = Fsm::new(cfg(65000, 65000, 90));
     let path: &[Event] = match state {
         State::Idle => &[],
-        State::Connect => &[Event::ManualStart],
-        State::Active => &[Event::ManualStartPassive],
-        State::OpenSent => &[Event::ManualStart, Event::TcpCrAcked],
+        State::Connect | State::Active => unreachable!("not states of a connection"),
+        State::OpenSent => &[Event::TcpCrAcked],
         State::OpenConfirm => &[
-            Event::ManualStart,
             Event::TcpCrAcked,
             Event::BgpOpen(peer_open(65000, 90, PEER_ID)),
         ],
         State::Established => &[
-            Event::ManualStart,
             Event::TcpCrAcked,
             Event::BgpOpen(peer_open(65000, 90, PEER_ID)),
             Event::KeepAliveMsg,
@@ -57,29 +55,25 @@ fn fsm_error(subcode: u8) -> Option<(u8, u8)> {
     Some((error_code::FSM, subcode))
 }
 
-// ---- Idle ----
+// ---- Idle: the connection's TCP is up (RFC 4271 §8.2.2 Connect/Active, events 16/17) ----
 
 #[test]
-fn idle_manual_start_connects() {
-    let mut f = fsm_in(State::Idle);
-    let a = f.handle(Event::ManualStart);
-    assert_eq!(f.state(), State::Connect);
-    assert_eq!(a, vec![Action::StartConnectRetryTimer, Action::Connect]);
-}
-
-#[test]
-fn idle_passive_start_listens() {
-    let mut f = fsm_in(State::Idle);
-    let a = f.handle(Event::ManualStartPassive);
-    assert_eq!(f.state(), State::Active);
-    assert_eq!(a, vec![Action::StartConnectRetryTimer]);
+fn tcp_up_sends_open() {
+    for e in [Event::TcpCrAcked, Event::TcpConnectionConfirmed] {
+        let mut f = fsm_in(State::Idle);
+        let a = f.handle(e);
+        assert_eq!(f.state(), State::OpenSent);
+        assert!(
+            matches!(&a[0], Action::Send(Message::Open(o)) if o.hold_time == 90 && o.bgp_id == OUR_ID)
+        );
+        assert_eq!(a[1], Action::StartHoldTimer(OPEN_HOLD_TIME));
+    }
 }
 
 #[test]
 fn idle_ignores_everything_else() {
     for e in [
         Event::ManualStop,
-        Event::ConnectRetryTimerExpires,
         Event::HoldTimerExpires,
         Event::KeepAliveMsg,
         Event::TcpConnectionFails,
@@ -91,94 +85,13 @@ fn idle_ignores_everything_else() {
     }
 }
 
-// ---- Connect ----
-
 #[test]
-fn connect_tcp_acked_sends_open() {
-    for e in [Event::TcpCrAcked, Event::TcpConnectionConfirmed] {
-        let mut f = fsm_in(State::Connect);
-        let a = f.handle(e);
-        assert_eq!(f.state(), State::OpenSent);
-        assert_eq!(a[0], Action::StopConnectRetryTimer);
-        assert!(
-            matches!(&a[1], Action::Send(Message::Open(o)) if o.hold_time == 90 && o.bgp_id == OUR_ID)
-        );
-        assert_eq!(a[2], Action::StartHoldTimer(OPEN_HOLD_TIME));
-    }
-}
-
-#[test]
-fn connect_retry_expiry_retries_in_connect() {
-    let mut f = fsm_in(State::Connect);
-    let a = f.handle(Event::ConnectRetryTimerExpires);
-    assert_eq!(f.state(), State::Connect);
-    assert!(a.contains(&Action::Connect) && a.contains(&Action::StartConnectRetryTimer));
-}
-
-#[test]
-fn connect_tcp_fails_goes_active() {
-    let mut f = fsm_in(State::Connect);
-    let a = f.handle(Event::TcpConnectionFails);
-    assert_eq!(f.state(), State::Active);
-    assert_eq!(a, vec![Action::StartConnectRetryTimer]);
-    assert_eq!(f.connect_retry_counter(), 1);
-}
-
-#[test]
-fn connect_manual_stop_goes_idle() {
-    let mut f = fsm_in(State::Connect);
-    let a = f.handle(Event::ManualStop);
-    assert_eq!(f.state(), State::Idle);
-    assert!(closes(&a));
-    assert_eq!(sent_notification(&a), None);
-}
-
-#[test]
-fn connect_other_event_goes_idle_without_notification() {
-    let mut f = fsm_in(State::Connect);
-    let a = f.handle(Event::KeepAliveMsg);
-    assert_eq!(f.state(), State::Idle);
-    assert!(closes(&a));
-    assert_eq!(sent_notification(&a), None);
-}
-
-// ---- Active ----
-
-#[test]
-fn active_connection_confirmed_sends_open() {
-    let mut f = fsm_in(State::Active);
-    let a = f.handle(Event::TcpConnectionConfirmed);
-    assert_eq!(f.state(), State::OpenSent);
-    assert!(matches!(a[1], Action::Send(Message::Open(_))));
-}
-
-#[test]
-fn active_retry_expiry_goes_connect() {
-    let mut f = fsm_in(State::Active);
-    let a = f.handle(Event::ConnectRetryTimerExpires);
-    assert_eq!(f.state(), State::Connect);
-    assert!(a.contains(&Action::Connect));
-}
-
-#[test]
-fn active_tcp_fails_goes_idle() {
-    let mut f = fsm_in(State::Active);
+fn a_closed_connection_stays_closed() {
+    let mut f = fsm_in(State::OpenSent);
     f.handle(Event::TcpConnectionFails);
     assert_eq!(f.state(), State::Idle);
-}
-
-#[test]
-fn active_manual_stop_and_other_events_go_idle() {
-    for e in [
-        Event::ManualStop,
-        Event::HoldTimerExpires,
-        Event::KeepAliveMsg,
-    ] {
-        let mut f = fsm_in(State::Active);
-        let a = f.handle(e);
-        assert_eq!(f.state(), State::Idle);
-        assert_eq!(sent_notification(&a), None);
-    }
+    assert!(f.handle(Event::TcpCrAcked).is_empty());
+    assert_eq!(f.state(), State::Idle);
 }
 
 // ---- OpenSent ----
@@ -191,9 +104,8 @@ fn open_sent_valid_open_goes_open_confirm() {
     assert_eq!(
         a,
         vec![
-            Action::StopConnectRetryTimer,
             Action::Send(Message::Keepalive),
-            Action::StartKeepaliveTimer(20),
+            Action::KeepaliveInterval(20),
             Action::StartHoldTimer(60),
         ]
     );
@@ -252,7 +164,7 @@ fn open_sent_hold_time_one_or_two_is_unacceptable() {
 fn open_sent_hold_time_zero_disables_timers() {
     let mut f = fsm_in(State::OpenSent);
     let a = f.handle(Event::BgpOpen(peer_open(65000, 0, PEER_ID)));
-    assert!(a.contains(&Action::StartKeepaliveTimer(0)));
+    assert!(a.contains(&Action::KeepaliveInterval(0)));
     assert!(a.contains(&Action::StartHoldTimer(0)));
     assert_eq!(f.negotiated().unwrap().hold_time, 0);
 }
@@ -307,7 +219,6 @@ fn open_sent_unexpected_messages_are_fsm_errors() {
         Event::KeepAliveMsg,
         Event::UpdateMsg(Update::default()),
         Event::UpdateMsgErr(Notification::new(3, 1, Vec::new())),
-        Event::KeepaliveTimerExpires,
     ] {
         let mut f = fsm_in(State::OpenSent);
         let a = f.handle(e);
@@ -344,20 +255,6 @@ fn open_confirm_keepalive_establishes() {
     assert_eq!(f.state(), State::Established);
     assert_eq!(a[0], Action::StartHoldTimer(90));
     assert!(matches!(&a[1], Action::Established(n) if n.remote_as == 65000));
-}
-
-#[test]
-fn open_confirm_keepalive_timer_sends_keepalive() {
-    let mut f = fsm_in(State::OpenConfirm);
-    let a = f.handle(Event::KeepaliveTimerExpires);
-    assert_eq!(
-        a,
-        vec![
-            Action::Send(Message::Keepalive),
-            Action::StartKeepaliveTimer(30)
-        ]
-    );
-    assert_eq!(f.state(), State::OpenConfirm);
 }
 
 #[test]
@@ -419,14 +316,6 @@ fn established_keepalive_restarts_hold() {
         f.handle(Event::KeepAliveMsg),
         vec![Action::StartHoldTimer(90)]
     );
-    let a = f.handle(Event::KeepaliveTimerExpires);
-    assert_eq!(
-        a,
-        vec![
-            Action::Send(Message::Keepalive),
-            Action::StartKeepaliveTimer(30)
-        ]
-    );
 }
 
 #[test]
@@ -454,7 +343,6 @@ fn established_open_is_fsm_error() {
     for e in [
         Event::BgpOpen(peer_open(65000, 90, PEER_ID)),
         Event::BgpOpenMsgErr(Notification::new(2, 2, Vec::new())),
-        Event::ConnectRetryTimerExpires,
     ] {
         let mut f = fsm_in(State::Established);
         let a = f.handle(e);

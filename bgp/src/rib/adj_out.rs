@@ -134,11 +134,13 @@ impl AdjRibOut {
         Some(out)
     }
 
-    /// Computes the pending changes. `lookup` gives the current best path of a prefix and the
-    /// peer it came from.
+    /// Computes the pending changes of up to `max` dirty prefixes (the rest stay dirty, so
+    /// changes to them coalesce until the peer can take more). `lookup` gives the current best
+    /// path of a prefix and the peer it came from.
     pub fn take_batch<'a>(
         &mut self,
         interner: &mut AttrInterner,
+        max: usize,
         lookup: impl Fn(&Ipv4Net) -> Option<(&'a Path, Option<&'a PeerInfo>)>,
     ) -> OutBatch {
         let mut batch = OutBatch::default();
@@ -150,7 +152,12 @@ impl AdjRibOut {
             (*const PathAttributes, RouteSource),
             Option<Arc<PathAttributes>>,
         > = HashMap::new();
-        for prefix in std::mem::take(&mut self.dirty) {
+        let mut taken = 0;
+        while taken < max {
+            let Some(prefix) = self.dirty.pop_first() else {
+                break;
+            };
+            taken += 1;
             let wanted = lookup(&prefix).and_then(|(path, from)| {
                 exported
                     .entry((Arc::as_ptr(&path.attrs), path.source))
@@ -174,7 +181,10 @@ impl AdjRibOut {
                 }
             }
         }
-        batch.end_of_rib = std::mem::take(&mut self.end_of_rib_pending);
+        // End-of-RIB only once the initial dump is wholly out (RFC 4724 §2).
+        if self.dirty.is_empty() {
+            batch.end_of_rib = std::mem::take(&mut self.end_of_rib_pending);
+        }
         batch
     }
 }

@@ -26,6 +26,16 @@ pub enum RouteSource {
     Peer(IpAddr),
 }
 
+impl std::fmt::Display for RouteSource {
+    /// "local", or the peer's address (as `routectl show routes` prints it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteSource::Local => f.write_str("local"),
+            RouteSource::Peer(a) => write!(f, "{a}"),
+        }
+    }
+}
+
 /// A change of the best route of a prefix, for subscribers (the agent's kernel writer).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum RouteEvent {
@@ -41,6 +51,14 @@ pub enum RouteEvent {
     },
 }
 
+impl RouteEvent {
+    pub fn prefix(&self) -> Ipv4Net {
+        match self {
+            RouteEvent::Best { prefix, .. } | RouteEvent::Withdrawn { prefix } => *prefix,
+        }
+    }
+}
+
 /// One path of a prefix, for `routes()`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RouteView {
@@ -50,8 +68,7 @@ pub struct RouteView {
     pub origin: String,
     pub local_pref: Option<u32>,
     pub med: Option<u32>,
-    /// Peer address or "local".
-    pub source: String,
+    pub source: RouteSource,
     pub best: bool,
     /// Why this path won (only on the best path).
     pub reason: Option<String>,
@@ -393,6 +410,30 @@ impl Rib {
         }
     }
 
+    /// What a subscriber should now know of `prefix`: its best route, or that it has none.
+    pub fn current(&self, prefix: Ipv4Net) -> RouteEvent {
+        match self.loc.get(&prefix) {
+            Some(d) if d.best.is_some() => self.best_event(prefix, &d.paths[0]),
+            _ => RouteEvent::Withdrawn { prefix },
+        }
+    }
+
+    /// Every prefix that has a best route, in order.
+    pub fn best_prefixes(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
+        self.loc
+            .iter()
+            .filter(|(_, d)| d.best.is_some())
+            .map(|(p, _)| *p)
+    }
+
+    /// How many best routes came from peers (what a subscriber programs as `via` routes).
+    pub fn peer_best_count(&self) -> usize {
+        self.loc
+            .values()
+            .filter(|d| d.best.is_some() && matches!(d.paths[0].source, RouteSource::Peer(_)))
+            .count()
+    }
+
     fn best_event(&self, prefix: Ipv4Net, path: &Path) -> RouteEvent {
         RouteEvent::Best {
             prefix,
@@ -401,15 +442,16 @@ impl Rib {
         }
     }
 
-    /// The pending UPDATE content for an established peer (empty when nothing changed).
-    pub fn take_batch(&mut self, address: IpAddr) -> OutBatch {
+    /// The pending UPDATE content of up to `max` prefixes for an established peer (empty when
+    /// nothing changed).
+    pub fn take_batch(&mut self, address: IpAddr, max: usize) -> OutBatch {
         let Some(mut out) = self.peers.get_mut(&address).and_then(|p| p.out.take()) else {
             return OutBatch::default();
         };
         let batch = {
             let loc = &self.loc;
             let peers = &self.peers;
-            out.take_batch(&mut self.interner, |prefix| {
+            out.take_batch(&mut self.interner, max, |prefix| {
                 let dest = loc.get(prefix)?;
                 dest.best?;
                 let path = &dest.paths[0];
@@ -424,6 +466,14 @@ impl Rib {
             p.out = Some(out);
         }
         batch
+    }
+
+    /// Whether the Adj-RIB-Out of `address` has something to send.
+    pub fn has_work(&self, address: IpAddr) -> bool {
+        self.peers
+            .get(&address)
+            .and_then(|p| p.out.as_ref())
+            .is_some_and(|o| o.has_work())
     }
 
     /// Peers whose Adj-RIB-Out has something to send.
@@ -512,10 +562,7 @@ impl Rib {
                     .to_string(),
                     local_pref: a.local_pref,
                     med: a.med,
-                    source: match path.source {
-                        RouteSource::Local => "local".to_string(),
-                        RouteSource::Peer(addr) => addr.to_string(),
-                    },
+                    source: path.source,
                     best: i == 0 && dest.best.is_some(),
                     reason: dest.best.filter(|_| i == 0).map(|r| r.as_str().to_string()),
                 });

@@ -397,7 +397,7 @@ fn attribute_sets_are_shared_between_prefixes_and_peers() {
 // ---- Export ----
 
 fn batch_for(r: &mut Rib, p: &PeerInfo) -> OutBatch {
-    r.take_batch(p.address)
+    r.take_batch(p.address, usize::MAX)
 }
 
 #[test]
@@ -548,7 +548,7 @@ fn routes_view_marks_best_with_reason() {
     r.originate(net("192.168.0.0/26"), None);
     let v = r.routes();
     assert_eq!(v.len(), 2);
-    assert!(v[0].best && v[0].source == "local");
+    assert!(v[0].best && v[0].source == RouteSource::Local);
     assert_eq!(v[0].reason.as_deref(), Some("locally originated"));
     assert_eq!(v[1].as_path, "65001 65002");
     assert!(!v[1].best && v[1].reason.is_none());
@@ -606,4 +606,26 @@ fn adj_rib_in_counts_follow_rejections_replacements_and_withdrawals() {
             prefix: net("10.1.0.0/24")
         }]
     );
+}
+
+#[test]
+fn adj_rib_out_batches_are_bounded_and_end_of_rib_comes_last() {
+    let mut r = rib();
+    let p = peer("10.0.0.2", LOCAL_AS, [10, 0, 0, 2]);
+    r.peer_up(p, MY_ADDR);
+    for i in 0..10u32 {
+        let prefix = Ipv4Net::new(std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8)), 24).unwrap();
+        r.originate(prefix, None);
+    }
+    let first = r.take_batch(p.address, 4);
+    let count = |b: &OutBatch| b.groups.iter().map(|g| g.1.len()).sum::<usize>();
+    assert_eq!(count(&first), 4);
+    assert!(!first.end_of_rib, "End-of-RIB only after the whole table");
+    assert!(r.has_work(p.address));
+    let second = r.take_batch(p.address, 4);
+    assert_eq!(count(&second), 4);
+    let third = r.take_batch(p.address, 4);
+    assert_eq!(count(&third), 2);
+    assert!(third.end_of_rib);
+    assert!(!r.has_work(p.address));
 }

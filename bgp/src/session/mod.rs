@@ -1,18 +1,23 @@
-//! The session driver: one tokio task per TCP connection runs the [`Fsm`] over the socket.
+//! The session driver: one tokio task per TCP connection runs the connection's [`Fsm`].
 //!
 //! ```text
 //!  socket read half ──► read_buf ─► frame_length/decode_message ─► Fsm::handle ─┐
-//!  hold / keepalive deadlines (select! arms) ──────────────────────► Fsm::handle ─┤
-//!  speaker ──SessionCommand (bounded)──► Send(bytes) / Event ───────────────────┤
+//!  hold deadline (select! arm, after reads) ───────────────────────► Fsm::handle ─┤
+//!  speaker ──stop (watch: Cease / collision) ──────────────────────► Fsm::handle ─┤
+//!  speaker ──encoded UPDATE batches (bounded, permit-based)──► out queue ◄───────┤
 //!                                                                               ▼
 //!  speaker ◄──(ConnId, SessionEvent) (bounded)── Established / Update / Closed ◄─ actions
 //!  socket write half ◄── writer task ◄── (bounded) ◄── out queue ◄──────────────── Send
+//!                          └─ sends KEEPALIVE when idle for the keepalive interval
 //! ```
 //!
 //! Writing happens in a separate task so that a peer that is slow to read never stops us from
 //! reading (two speakers writing large tables to each other would otherwise deadlock on full
-//! socket buffers). The out queue is bounded too: when it is full, commands from the speaker
-//! wait in their channel and the speaker keeps its backlog.
+//! socket buffers). The writer also keeps the KeepaliveTimer (RFC 4271 §4.4): while the reader
+//! waits for the speaker to take an UPDATE (back-pressure), KEEPALIVEs still leave on time,
+//! so a busy speaker never makes its peers' hold timers expire. Every queue is bounded: when
+//! the out queue is full the session stops taking UPDATE batches, the speaker's permit wait
+//! blocks and its prefixes stay dirty in the Adj-RIB-Out, where later changes coalesce.
 
 mod backoff;
 mod counters;
@@ -24,7 +29,10 @@ pub use backoff::{Backoff, MAX_CONNECT_RETRY};
 pub use counters::MessageCounters;
 pub use tcp::{connect, prepare_accepted, DEFAULT_PORT};
 
-use crate::fsm::{Action, ConnectionOrigin, DownReason, Event, Fsm, FsmConfig, Negotiated, State};
+use crate::fsm::{
+    collision_notification, Action, ConnectionOrigin, DownReason, Event, Fsm, FsmConfig,
+    Negotiated, State,
+};
 use crate::wire::{
     decode_message, encode_message, frame_length, DecodeError, Message, MessageType, Notification,
     SessionContext, Update,
@@ -35,7 +43,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// Identifies one connection within the speaker.
@@ -45,8 +53,10 @@ pub type ConnId = u64;
 pub const DEFAULT_HOLD_TIME: u16 = 90;
 pub const DEFAULT_KEEPALIVE: u16 = 30;
 
-/// Messages queued for the writer before commands from the speaker are held back.
+/// Messages queued for the writer before UPDATE batches from the speaker are held back.
 const OUT_QUEUE_HIGH: usize = 256;
+/// Encoded UPDATE batches a session may have waiting from the speaker.
+pub const UPDATE_BATCHES: usize = 4;
 /// How long a closing session waits for its last messages (the NOTIFICATION) to be written.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -68,15 +78,52 @@ pub enum SessionEvent {
     Closed(DownReason),
 }
 
-/// What the speaker asks of a session.
-// Commands are rare next to UPDATE traffic; boxing the event would buy nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum SessionCommand {
-    /// Already encoded UPDATE messages (from `encode_updates`).
-    SendUpdates(Vec<Bytes>),
-    /// Feed an FSM event: OpenCollisionDump, Cease(notification), ManualStop.
-    Fsm(Event),
+/// Why the speaker stops a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Send this Cease NOTIFICATION (RFC 4486: de-configured, shutdown) and close.
+    Cease(Notification),
+    /// Collision resolution chose the other connection (RFC 4271 §6.8).
+    CollisionDump,
+}
+
+/// The speaker's end of a session's inputs.
+#[derive(Debug)]
+pub struct SessionControl {
+    /// Encoded UPDATE messages (from `encode_updates`), one batch per item. Bounded: take a
+    /// permit (`try_reserve`, `reserve_owned`) before encoding a batch.
+    pub updates: mpsc::Sender<Vec<Bytes>>,
+    /// Never blocks and is never lost: the last stop request wins.
+    stop: watch::Sender<Option<Stop>>,
+}
+
+impl SessionControl {
+    pub fn stop(&self, why: Stop) {
+        self.stop.send_replace(Some(why));
+    }
+}
+
+/// The session's end of its inputs.
+#[derive(Debug)]
+pub struct SessionInputs {
+    updates: mpsc::Receiver<Vec<Bytes>>,
+    stop: watch::Receiver<Option<Stop>>,
+}
+
+/// A connected pair of [`SessionControl`] and [`SessionInputs`].
+pub fn session_channels() -> (SessionControl, SessionInputs) {
+    let (utx, urx) = mpsc::channel(UPDATE_BATCHES);
+    let (stx, srx) = watch::channel(None);
+    (
+        SessionControl {
+            updates: utx,
+            stop: stx,
+        },
+        SessionInputs {
+            updates: urx,
+            stop: srx,
+        },
+    )
 }
 
 /// Everything a session task needs besides its socket and channels.
@@ -96,7 +143,8 @@ struct Driver {
     events: mpsc::Sender<(ConnId, SessionEvent)>,
     out: VecDeque<Bytes>,
     hold: Option<Instant>,
-    keepalive: Option<Instant>,
+    /// The writer's keepalive interval in seconds (0: none).
+    keepalive: watch::Sender<u16>,
     closing: bool,
     reason: Option<DownReason>,
 }
@@ -106,14 +154,19 @@ pub async fn run_session<S>(
     stream: S,
     params: SessionParams,
     events: mpsc::Sender<(ConnId, SessionEvent)>,
-    mut commands: mpsc::Receiver<SessionCommand>,
+    inputs: SessionInputs,
 ) -> DownReason
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let SessionInputs {
+        mut updates,
+        mut stop,
+    } = inputs;
     let (mut reader, writer) = tokio::io::split(stream);
     let (wtx, wrx) = mpsc::channel::<Bytes>(64);
-    let writer_task = tokio::spawn(write_loop(writer, wrx));
+    let (ktx, krx) = watch::channel(0u16);
+    let writer_task = tokio::spawn(write_loop(writer, wrx, krx, params.counters.clone()));
     let mut d = Driver {
         fsm: Fsm::new(params.fsm.clone()),
         params,
@@ -121,46 +174,56 @@ where
         events,
         out: VecDeque::new(),
         hold: None,
-        keepalive: None,
+        keepalive: ktx,
         closing: false,
         reason: None,
     };
-    // The TCP connection already exists: start the FSM and report it up (Tcp_CR_Acked for our
-    // own connection, TcpConnectionConfirmed for an accepted one).
-    let (start, up) = match d.params.origin {
-        ConnectionOrigin::Local => (Event::ManualStart, Event::TcpCrAcked),
-        ConnectionOrigin::Remote => (Event::ManualStartPassive, Event::TcpConnectionConfirmed),
+    // The TCP connection already exists: Tcp_CR_Acked for our own connection,
+    // TcpConnectionConfirmed for an accepted one.
+    let up = match d.params.origin {
+        ConnectionOrigin::Local => Event::TcpCrAcked,
+        ConnectionOrigin::Remote => Event::TcpConnectionConfirmed,
     };
-    d.feed(start).await;
     d.feed(up).await;
 
     let mut rbuf = BytesMut::with_capacity(8192);
-    let mut commands_open = true;
+    let mut updates_open = true;
+    let mut stop_open = true;
     while !d.closing {
         let hold = d.hold;
-        let keepalive = d.keepalive;
+        // Biased: bytes that have arrived are read before the hold timer is looked at, so a
+        // session that was busy (waiting on the speaker) never mistakes its own delay for a
+        // silent peer.
         tokio::select! {
+            biased;
             n = reader.read_buf(&mut rbuf) => match n {
                 Ok(0) | Err(_) => d.feed(Event::TcpConnectionFails).await,
                 Ok(_) => d.process_input(&mut rbuf).await,
+            },
+            changed = stop.changed(), if stop_open => match changed {
+                Ok(()) => {
+                    let why = stop.borrow_and_update().clone();
+                    match why {
+                        Some(Stop::Cease(n)) => d.feed(Event::Cease(n)).await,
+                        Some(Stop::CollisionDump) => d.feed(Event::OpenCollisionDump).await,
+                        None => {}
+                    }
+                }
+                // The speaker dropped us: stop as if de-configured.
+                Err(_) => {
+                    stop_open = false;
+                    d.feed(Event::ManualStop).await;
+                }
             },
             permit = wtx.reserve(), if !d.out.is_empty() => match permit {
                 Ok(p) => p.send(d.out.pop_front().unwrap_or_default()),
                 Err(_) => d.feed(Event::TcpConnectionFails).await,
             },
-            cmd = commands.recv(), if commands_open && d.out.len() < OUT_QUEUE_HIGH => match cmd {
-                Some(SessionCommand::SendUpdates(msgs)) => d.send_updates(msgs),
-                Some(SessionCommand::Fsm(ev)) => d.feed(ev).await,
-                // The speaker dropped us: stop as if de-configured.
-                None => {
-                    commands_open = false;
-                    d.feed(Event::ManualStop).await;
-                }
+            batch = updates.recv(), if updates_open && d.out.len() < OUT_QUEUE_HIGH => match batch {
+                Some(msgs) => d.send_updates(msgs),
+                None => updates_open = false,
             },
             _ = sleep_until(hold), if hold.is_some() => d.feed(Event::HoldTimerExpires).await,
-            _ = sleep_until(keepalive), if keepalive.is_some() => {
-                d.feed(Event::KeepaliveTimerExpires).await
-            }
         }
     }
     // Report the close first: the speaker withdraws the peer's routes as soon as the
@@ -170,6 +233,7 @@ where
         .events
         .send((d.params.conn, SessionEvent::Closed(reason.clone())))
         .await;
+    d.keepalive.send_replace(0);
     let flush = async {
         while let Some(b) = d.out.pop_front() {
             if wtx.send(b).await.is_err() {
@@ -190,10 +254,47 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Bytes>) {
-    while let Some(b) = rx.recv().await {
-        if writer.write_all(&b).await.is_err() {
-            return;
+/// Writes what the session queues, and a KEEPALIVE whenever nothing was written for the
+/// keepalive interval (RFC 4271 §4.4: sending an UPDATE or KEEPALIVE restarts the timer).
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut rx: mpsc::Receiver<Bytes>,
+    mut keepalive: watch::Receiver<u16>,
+    counters: Arc<MessageCounters>,
+) {
+    let keepalive_msg = {
+        let mut b = BytesMut::new();
+        // A KEEPALIVE is a bare header; encoding cannot fail.
+        let _ = encode_message(&Message::Keepalive, &SessionContext::default(), &mut b);
+        b.freeze()
+    };
+    let mut interval = 0u16;
+    let mut last_write = Instant::now();
+    let mut keepalive_open = true;
+    loop {
+        let due = (interval > 0).then(|| last_write + Duration::from_secs(interval.into()));
+        tokio::select! {
+            biased;
+            msg = rx.recv() => match msg {
+                Some(b) => {
+                    if writer.write_all(&b).await.is_err() {
+                        return;
+                    }
+                    last_write = Instant::now();
+                }
+                None => break,
+            },
+            changed = keepalive.changed(), if keepalive_open => match changed {
+                Ok(()) => interval = *keepalive.borrow_and_update(),
+                Err(_) => keepalive_open = false,
+            },
+            _ = sleep_until(due), if due.is_some() => {
+                if writer.write_all(&keepalive_msg).await.is_err() {
+                    return;
+                }
+                counters.count_out(MessageType::Keepalive, 1);
+                last_write = Instant::now();
+            }
         }
     }
     let _ = writer.shutdown().await;
@@ -250,10 +351,6 @@ impl Driver {
             .counters
             .count_out(MessageType::Update, msgs.len() as u64);
         self.out.extend(msgs);
-        // RFC 4271 §4.4: an UPDATE also tells the peer we are alive.
-        if let Some(n) = self.fsm.negotiated() {
-            self.keepalive = deadline(n.keepalive);
-        }
     }
 
     fn send(&mut self, msg: &Message) {
@@ -287,17 +384,15 @@ impl Driver {
         }
         for action in actions {
             match action {
-                // The socket exists already; the speaker owns connect retries (see Backoff).
-                Action::Connect
-                | Action::StartConnectRetryTimer
-                | Action::StopConnectRetryTimer => {}
                 Action::Send(msg) => self.send(&msg),
                 Action::CloseConnection => self.closing = true,
                 Action::StartHoldTimer(s) => self.hold = deadline(s),
-                Action::StartKeepaliveTimer(s) => self.keepalive = deadline(s),
+                Action::KeepaliveInterval(s) => {
+                    self.keepalive.send_replace(s);
+                }
                 Action::StopTimers => {
                     self.hold = None;
-                    self.keepalive = None;
+                    self.keepalive.send_replace(0);
                 }
                 Action::Established(negotiated) => {
                     self.ctx = negotiated.context;
@@ -322,4 +417,14 @@ impl Driver {
 /// The NOTIFICATION a speaker sends to refuse or stop a session (RFC 4486 Cease subcodes).
 pub fn cease(subcode: u8) -> Notification {
     Notification::new(crate::wire::error_code::CEASE, subcode, Vec::new())
+}
+
+impl Stop {
+    /// The NOTIFICATION this stop sends.
+    pub fn notification(&self) -> Notification {
+        match self {
+            Stop::Cease(n) => n.clone(),
+            Stop::CollisionDump => collision_notification(),
+        }
+    }
 }

@@ -16,15 +16,21 @@ struct Harness {
     peer: DuplexStream,
     rbuf: BytesMut,
     events: mpsc::Receiver<(ConnId, SessionEvent)>,
-    commands: mpsc::Sender<SessionCommand>,
+    control: SessionControl,
     task: tokio::task::JoinHandle<DownReason>,
     counters: Arc<MessageCounters>,
 }
 
 fn start(hold: u16, origin: ConnectionOrigin) -> Harness {
+    start_with(hold, origin, 64)
+}
+
+/// `event_room`: how many session events the (test) speaker lets queue before the session
+/// has to wait for it.
+fn start_with(hold: u16, origin: ConnectionOrigin, event_room: usize) -> Harness {
     let (ours, peer) = tokio::io::duplex(64 * 1024);
-    let (etx, events) = mpsc::channel(64);
-    let (commands, crx) = mpsc::channel(8);
+    let (etx, events) = mpsc::channel(event_room);
+    let (control, inputs) = session_channels();
     let counters = Arc::new(MessageCounters::default());
     let params = SessionParams {
         conn: 7,
@@ -33,12 +39,12 @@ fn start(hold: u16, origin: ConnectionOrigin) -> Harness {
         local_addr: Some("127.0.0.1".parse().unwrap()),
         counters: counters.clone(),
     };
-    let task = tokio::spawn(run_session(ours, params, etx, crx));
+    let task = tokio::spawn(run_session(ours, params, etx, inputs));
     Harness {
         peer,
         rbuf: BytesMut::new(),
         events,
-        commands,
+        control,
         task,
         counters,
     }
@@ -170,10 +176,7 @@ async fn establishes_and_delivers_updates_then_closes_on_eof() {
     // The speaker's encoded UPDATEs go out as they are.
     let bytes =
         crate::wire::encode_updates(&[], &update.attributes, &update.nlri, &n.context).unwrap();
-    h.commands
-        .send(SessionCommand::SendUpdates(bytes))
-        .await
-        .unwrap();
+    h.control.updates.send(bytes).await.unwrap();
     assert!(matches!(h.read().await, Some(Message::Update(u)) if u.nlri == update.nlri));
     drop(h.peer);
     assert_eq!(h.task.await.unwrap(), DownReason::TcpFailed);
@@ -278,8 +281,9 @@ async fn hold_time_zero_sends_no_keepalives_and_never_expires() {
 async fn cease_command_sends_notification() {
     let mut h = start(90, ConnectionOrigin::Local);
     h.establish(90).await;
-    let ev = Event::Cease(cease(crate::wire::error_code::cease::PEER_DECONFIGURED));
-    h.commands.send(SessionCommand::Fsm(ev)).await.unwrap();
+    h.control.stop(Stop::Cease(cease(
+        crate::wire::error_code::cease::PEER_DECONFIGURED,
+    )));
     let n = h.expect_notification().await;
     assert_eq!((n.code, n.subcode), (6, 3));
     assert_eq!(h.read().await, None);
@@ -297,8 +301,8 @@ async fn two_drivers_establish_over_loopback_tcp() {
         local_addr: None,
         counters: Arc::new(MessageCounters::default()),
     };
-    let (_c1, r1) = mpsc::channel(8);
-    let (_c2, r2) = mpsc::channel(8);
+    let (_c1, r1) = session_channels();
+    let (_c2, r2) = session_channels();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
     let client = connect(addr, None, WAIT).await.unwrap();
     assert!(client.nodelay().unwrap());
@@ -330,4 +334,66 @@ async fn two_drivers_establish_over_loopback_tcp() {
             up.insert(conn);
         }
     }
+}
+
+#[tokio::test]
+async fn collision_dump_sends_cease_collision() {
+    let mut h = start(90, ConnectionOrigin::Remote);
+    assert!(matches!(h.read().await, Some(Message::Open(_))));
+    h.control.stop(Stop::CollisionDump);
+    let n = h.expect_notification().await;
+    assert_eq!((n.code, n.subcode), (6, 7));
+    assert!(h.closed().await.is_collision());
+}
+
+/// RFC 4271 §4.4: a speaker that is busy (it does not take the session's events) for longer
+/// than the hold time must not lose the session: the writer keeps sending KEEPALIVEs, and once
+/// the speaker catches up the keepalives that arrived meanwhile are read before the hold timer
+/// is looked at.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_speaker_does_not_drop_the_session() {
+    let mut h = start_with(9, ConnectionOrigin::Local, 4);
+    let n = h.establish(9).await;
+    assert_eq!((n.hold_time, n.keepalive), (9, 3));
+    // Fill the event channel: the session now waits on the speaker with every UPDATE.
+    let update = Update {
+        attributes: PathAttributes {
+            origin: Some(crate::wire::Origin::Igp),
+            as_path: Some(Default::default()),
+            next_hop: Some("127.0.0.2".parse().unwrap()),
+            local_pref: Some(100),
+            ..Default::default()
+        },
+        nlri: vec!["192.168.7.0/26".parse().unwrap()],
+        ..Default::default()
+    };
+    for _ in 0..12 {
+        h.write(&Message::Update(update.clone()), &n.context).await;
+    }
+    // 30 s (more than three hold times) of a stalled speaker: our KEEPALIVEs keep coming
+    // every 3 s, and the peer keeps sending its own.
+    let sent_before = h.counters.sent(MessageType::Keepalive);
+    let start = tokio::time::Instant::now();
+    let mut seen = 0;
+    while start.elapsed() < Duration::from_secs(30) {
+        match h.read().await {
+            Some(Message::Keepalive) => seen += 1,
+            other => panic!("expected KEEPALIVEs only, got {other:?}"),
+        }
+        h.write(&Message::Keepalive, &n.context).await;
+    }
+    assert!(seen >= 9, "{seen} KEEPALIVEs in 30 s");
+    assert!(h.counters.sent(MessageType::Keepalive) - sent_before >= 9);
+    // The speaker catches up: the session is still there, and it is Established.
+    let mut updates = 0;
+    while updates < 12 {
+        match h.event().await {
+            SessionEvent::Update(_) => updates += 1,
+            SessionEvent::Closed(r) => panic!("session closed: {r}"),
+            _ => {}
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!h.task.is_finished());
+    assert!(h.events.try_recv().is_err(), "no Closed after catching up");
 }

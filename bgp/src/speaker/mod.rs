@@ -4,28 +4,36 @@
 //!                      SpeakerHandle (Clone)
 //!   agent ──Request + oneshot reply (bounded 64)──────────────┐
 //!                                                             ▼
-//!   listener task ──Internal::Accepted (bounded 64)──► ┌─────────────┐ ──RouteEvent (bounded,
-//!   connect tasks ──Internal::Connected (sleep+connect)│ owner task  │   Outbox)──► subscribers
-//!                                                      │ Rib, peers, │
-//!   session task ×N ──(ConnId, SessionEvent) (1024)──► │ connections │
-//!        ▲                                             └─────────────┘
-//!        └───────────SessionCommand (bounded 64, Outbox)─────┘
+//!   listener task ──Internal::Accepted (bounded 64)──► ┌─────────────┐ ──RouteBatch (bounded 2,
+//!   connect / retry-timer tasks ──Internal (64)──────► │ owner task  │   permit)──► subscribers
+//!                                                      │ Rib, peers  │
+//!   session task ×N ──(ConnId, SessionEvent) (1024)──► │ (PeerFsm),  │
+//!        ▲                                             │ connections │
+//!        │                                             └─────────────┘
+//!        ├──encoded UPDATE batches (bounded 4, permit)───────┘ │
+//!        └──stop (watch: Cease / collision)────────────────────┘
 //!        │
-//!        └── writer task ×N ──► TCP
+//!        └── writer task ×N ──► TCP (KEEPALIVEs on its own timer)
 //! ```
 //!
 //! Nothing but the owner touches the RIB or the peer table, so there are no locks. The owner
-//! never waits on a session or a subscriber: what does not fit in their channel waits in an
-//! [`outbox::Outbox`] and is retried on a short tick.
+//! never waits on a session or a subscriber: before it hands one a batch it takes a permit
+//! (`try_reserve`); when there is none, the work stays where it coalesces (dirty prefixes of
+//! the Adj-RIB-Out, or of the subscriber) and a waiter task wakes the owner with a permit once
+//! the consumer has made room. No timer polls, and a slow consumer costs memory only for the
+//! set of prefixes it has yet to see.
 
-mod outbox;
 mod owner;
 mod peer;
+mod subscriber;
 #[cfg(test)]
 mod tests;
 
 pub use crate::rib::{RouteEvent, RouteSource, RouteView};
 pub use crate::session::MessageCounters;
+pub use subscriber::{RouteBatch, Subscription};
+
+use crate::fsm::{DownReason, State};
 
 use ipnet::Ipv4Net;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -69,8 +77,56 @@ pub struct PeerConfig {
     pub local_address: Option<IpAddr>,
     /// Overrides the speaker's hold time for this peer.
     pub hold_time: Option<u16>,
-    /// "mesh" | "explicit", shown in status.
-    pub label: String,
+    /// How the peer came to be configured, shown in status.
+    pub kind: PeerKind,
+}
+
+/// How a peer came to be configured: a member of the node-to-node mesh, or a neighbour the
+/// operator named (a ToR, a route server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerKind {
+    Mesh,
+    Explicit,
+}
+
+impl PeerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerKind::Mesh => "mesh",
+            PeerKind::Explicit => "explicit",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a peer is not Established, or why its last session ended.
+#[derive(Debug, Clone)]
+pub enum PeerProblem {
+    /// Our TCP connection attempt failed or timed out.
+    Connect(std::sync::Arc<std::io::Error>),
+    /// A connection ended (a NOTIFICATION either way, or TCP closed).
+    Down(DownReason),
+}
+
+impl std::fmt::Display for PeerProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerProblem::Connect(e) => write!(f, "Connect: {e}"),
+            PeerProblem::Down(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+impl serde::Serialize for PeerProblem {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl PeerConfig {
@@ -82,7 +138,7 @@ impl PeerConfig {
             passive: false,
             local_address: None,
             hold_time: None,
-            label: "explicit".to_string(),
+            kind: PeerKind::Explicit,
         }
     }
 }
@@ -114,20 +170,19 @@ pub struct MessageCounts {
     pub route_refresh: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PeerStatus {
     pub address: IpAddr,
     pub port: u16,
     #[serde(rename = "as")]
     pub r#as: u32,
-    pub label: String,
-    /// "Idle" | "Connect" | "Active" | "OpenSent" | "OpenConfirm" | "Established".
-    pub state: String,
+    pub kind: PeerKind,
+    pub state: State,
     /// Last state change, seconds since the Unix epoch.
     pub since_unix: u64,
     pub uptime_secs: Option<u64>,
-    /// e.g. "Established", "Connect: Connection refused".
-    pub info: String,
+    /// Why the peer is in `state` when it got there by a failure (`None` on the way up).
+    pub problem: Option<PeerProblem>,
     pub hold_time: Option<u16>,
     pub keepalive: Option<u16>,
     pub capabilities: Vec<String>,
@@ -136,16 +191,29 @@ pub struct PeerStatus {
     pub prefixes_advertised: u64,
     pub messages_in: MessageCounts,
     pub messages_out: MessageCounts,
-    pub last_error: Option<String>,
+    pub last_error: Option<PeerProblem>,
     /// How many times an Established session went down.
     pub flaps: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+impl PeerStatus {
+    /// One line for an operator: "Established", "Active: Connect: Connection refused",
+    /// "Idle: received NOTIFICATION: Cease / Administrative Shutdown (6/2)".
+    pub fn info(&self) -> String {
+        match (&self.problem, self.state) {
+            (_, State::Established) | (None, _) => self.state.to_string(),
+            (Some(p), state) => format!("{state}: {p}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SpeakerStatus {
     pub local_as: u32,
     pub router_id: Ipv4Addr,
     pub peers: Vec<PeerStatus>,
+    /// Prefixes whose best route came from a peer.
+    pub peer_best_routes: u64,
 }
 
 /// What the handle asks the owner task.
@@ -155,7 +223,9 @@ enum Request {
     RemovePeer(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
     Announce(Ipv4Net, Option<Ipv4Addr>, oneshot::Sender<()>),
     Withdraw(Ipv4Net, oneshot::Sender<()>),
-    Subscribe(oneshot::Sender<mpsc::Receiver<RouteEvent>>),
+    Subscribe(oneshot::Sender<Subscription>),
+    /// Send the subscriber every current best route again, then a batch marked `synced`.
+    Resync(u64, oneshot::Sender<u64>),
     Status(oneshot::Sender<SpeakerStatus>),
     Routes(oneshot::Sender<Vec<RouteView>>),
     Shutdown(oneshot::Sender<()>),
@@ -227,9 +297,23 @@ impl SpeakerHandle {
         self.ask(|r| Request::Withdraw(prefix, r)).await
     }
 
-    /// Current best routes first (as Best events), then every change. Bounded channel.
-    pub async fn subscribe(&self) -> Result<mpsc::Receiver<RouteEvent>, SpeakerError> {
+    /// Current best routes first (as Best events; the batch that completes them is marked
+    /// `synced`), then every change. Changes the subscriber has not taken yet coalesce: it
+    /// always sees the current best route of a prefix, possibly skipping intermediate ones.
+    pub async fn subscribe(&self) -> Result<Subscription, SpeakerError> {
         self.ask(Request::Subscribe).await
+    }
+
+    /// Re-sends every current best route to `subscription` (to check the kernel against
+    /// them); the batch that completes them is marked `synced` with the returned number.
+    pub async fn resync(&self, subscription: &Subscription) -> Result<u64, SpeakerError> {
+        let id = subscription.id();
+        self.ask(|r| Request::Resync(id, r)).await
+    }
+
+    /// Resolves when the speaker's owner task has ended (for a supervisor).
+    pub async fn closed(&self) {
+        self.tx.closed().await
     }
 
     pub async fn status(&self) -> Result<SpeakerStatus, SpeakerError> {

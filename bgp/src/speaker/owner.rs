@@ -1,31 +1,30 @@
 //! The owner task: the only code that touches the RIB, the peers and the connections.
 
-use super::outbox::Outbox;
 use super::peer::{Connection, Peer};
-use super::{PeerConfig, Request, SpeakerConfig, SpeakerError, SpeakerStatus};
+use super::subscriber::{self, Subscriber, Subscription};
+use super::{PeerConfig, PeerProblem, Request, SpeakerConfig, SpeakerError, SpeakerStatus};
 use crate::fsm::{
-    collision_survivor, connections_to_dump, ConnectionOrigin, Event, FsmConfig, OpenedConnection,
-    State,
+    collision_survivor, connections_to_dump, ConnectionOrigin, OpenedConnection, PeerAction,
+    PeerEvent, State,
 };
 use crate::rib::{OutBatch, PeerInfo, Rib, RouteEvent};
-use crate::session::{self, ConnId, SessionCommand, SessionEvent, SessionParams};
+use crate::session::{self, session_channels, ConnId, SessionEvent, SessionParams, Stop};
 use crate::wire::{encode_message, encode_updates, error_code, Message, PathAttributes, Update};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc::{self, error::TrySendError, OwnedPermit};
+use tokio::task::JoinSet;
 
-/// How often backlogged outboxes are retried.
-const RETRY_TICK: Duration = Duration::from_millis(2);
-/// Route events a subscriber may have unread before the rest waits in its outbox. Tokio
-/// allocates channel slots lazily, so a large bound costs nothing until used.
-const SUBSCRIBER_CHANNEL: usize = 16384;
 /// Events handled before the Adj-RIB-Outs are flushed (so UPDATEs are packed across events).
 const EVENT_BATCH: usize = 256;
+/// Prefixes encoded into one batch of UPDATEs for a session: small enough that a slow peer
+/// leaves most of a table dirty (where changes coalesce), large enough to pack well.
+const SESSION_BATCH: usize = 4096;
 /// How long shutdown waits for sessions to write their Cease.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -41,15 +40,26 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(128)
 }
 
-/// Results of the listener and of connect attempts.
+/// Results of the listener, of connect attempts and of retry timers.
 #[derive(Debug)]
 enum Internal {
     Accepted(TcpStream, SocketAddr),
     Connected {
         peer: IpAddr,
-        attempt: u64,
+        generation: u64,
         result: io::Result<TcpStream>,
     },
+    RetryTimer {
+        peer: IpAddr,
+        generation: u64,
+        timer: u64,
+    },
+}
+
+/// A consumer made room: the permit to send it one batch.
+enum Wake {
+    Session(ConnId, Option<OwnedPermit<Vec<Bytes>>>),
+    Subscriber(u64, Option<OwnedPermit<subscriber::RouteBatch>>),
 }
 
 pub struct Owner {
@@ -57,15 +67,18 @@ pub struct Owner {
     rib: Rib,
     peers: HashMap<IpAddr, Peer>,
     conns: HashMap<ConnId, Connection>,
-    subscribers: Vec<Outbox<RouteEvent>>,
+    subscribers: HashMap<u64, Subscriber>,
+    next_subscriber: u64,
     next_conn: ConnId,
     next_generation: u64,
     listener: Option<TcpListener>,
-    listener_task: Option<JoinHandle<()>>,
+    listener_task: Option<tokio::task::JoinHandle<()>>,
     internal_tx: mpsc::Sender<Internal>,
     internal_rx: mpsc::Receiver<Internal>,
     session_tx: mpsc::Sender<(ConnId, SessionEvent)>,
     session_rx: mpsc::Receiver<(ConnId, SessionEvent)>,
+    /// Tasks waiting for room in a session's or a subscriber's channel.
+    waits: JoinSet<Wake>,
 }
 
 // One value per loop turn, moved straight into its handler: boxing would only allocate.
@@ -74,7 +87,7 @@ enum Input {
     Request(Request),
     Internal(Internal),
     Session(ConnId, SessionEvent),
-    Tick,
+    Wake(Wake),
     Stop,
 }
 
@@ -87,7 +100,8 @@ impl Owner {
             cfg,
             peers: HashMap::new(),
             conns: HashMap::new(),
-            subscribers: Vec::new(),
+            subscribers: HashMap::new(),
+            next_subscriber: 1,
             next_conn: 1,
             next_generation: 1,
             listener,
@@ -96,6 +110,7 @@ impl Owner {
             internal_rx,
             session_tx,
             session_rx,
+            waits: JoinSet::new(),
         }
     }
 
@@ -105,18 +120,31 @@ impl Owner {
             self.listener_task = Some(tokio::spawn(accept_loop(listener, tx)));
         }
         loop {
-            let backlog = self.has_backlog();
             let input = tokio::select! {
                 r = requests.recv() => r.map_or(Input::Stop, Input::Request),
                 Some(i) = self.internal_rx.recv() => Input::Internal(i),
                 Some((c, e)) = self.session_rx.recv() => Input::Session(c, e),
-                _ = tokio::time::sleep(RETRY_TICK), if backlog => Input::Tick,
+                Some(Ok(w)) = self.waits.join_next(), if !self.waits.is_empty() => Input::Wake(w),
             };
             let mut stop = None;
             match input {
                 Input::Stop => break,
                 Input::Request(Request::Shutdown(reply)) => stop = Some(reply),
-                Input::Request(r) => self.handle_request(r),
+                Input::Request(r) => {
+                    self.handle_request(r);
+                    // Take what else is queued before flushing, so a burst of announcements
+                    // is packed into few UPDATEs.
+                    for _ in 0..EVENT_BATCH {
+                        match requests.try_recv() {
+                            Ok(Request::Shutdown(reply)) => {
+                                stop = Some(reply);
+                                break;
+                            }
+                            Ok(r) => self.handle_request(r),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Input::Internal(i) => self.handle_internal(i),
                 Input::Session(c, e) => {
                     self.handle_session(c, e);
@@ -128,10 +156,10 @@ impl Owner {
                         }
                     }
                 }
-                Input::Tick => {}
+                Input::Wake(w) => self.handle_wake(w),
             }
             self.flush_adj_rib_out();
-            self.retry_outboxes();
+            self.flush_subscribers();
             if let Some(reply) = stop {
                 self.shutdown().await;
                 let _ = reply.send(());
@@ -141,25 +169,11 @@ impl Owner {
         self.shutdown().await;
     }
 
-    fn has_backlog(&self) -> bool {
-        self.subscribers.iter().any(|s| s.has_backlog())
-            || self.conns.values().any(|c| c.commands.has_backlog())
-    }
-
-    fn retry_outboxes(&mut self) {
-        for s in &mut self.subscribers {
-            s.retry();
-        }
-        self.subscribers.retain(|s| !s.is_closed());
-        for c in self.conns.values_mut() {
-            c.commands.retry();
-        }
-    }
-
+    /// Marks the prefixes of `events` dirty for every subscriber.
     fn publish(&mut self, events: Vec<RouteEvent>) {
-        for e in events {
-            for s in &mut self.subscribers {
-                s.push(e.clone());
+        for e in &events {
+            for s in self.subscribers.values_mut() {
+                s.mark(e.prefix());
             }
         }
     }
@@ -185,13 +199,16 @@ impl Owner {
                 let _ = reply.send(());
             }
             Request::Subscribe(reply) => {
-                let (tx, rx) = mpsc::channel(SUBSCRIBER_CHANNEL);
-                let mut outbox = Outbox::new(tx);
-                for e in self.rib.best_routes() {
-                    outbox.push(e);
+                let (tx, rx) = mpsc::channel(subscriber::CHANNEL);
+                let id = self.next_subscriber;
+                self.next_subscriber += 1;
+                self.subscribers.insert(id, Subscriber::new(tx, &self.rib));
+                let _ = reply.send(Subscription::new(id, rx));
+            }
+            Request::Resync(id, reply) => {
+                if let Some(s) = self.subscribers.get_mut(&id) {
+                    let _ = reply.send(s.resync(&self.rib));
                 }
-                self.subscribers.push(outbox);
-                let _ = reply.send(rx);
             }
             Request::Status(reply) => {
                 let mut peers: Vec<_> = self
@@ -204,6 +221,7 @@ impl Owner {
                     local_as: self.cfg.local_as,
                     router_id: self.cfg.router_id,
                     peers,
+                    peer_best_routes: self.rib.peer_best_count() as u64,
                 });
             }
             Request::Routes(reply) => {
@@ -228,13 +246,10 @@ impl Owner {
         }
         let generation = self.next_generation;
         self.next_generation += 1;
-        let passive = cfg.passive;
         let cfg = PeerConfig { address, ..cfg };
         self.peers
             .insert(address, Peer::new(cfg, generation, self.cfg.connect_retry));
-        if !passive {
-            self.schedule_connect(address, Duration::ZERO);
-        }
+        self.peer_event(address, PeerEvent::ManualStart);
         Ok(())
     }
 
@@ -243,13 +258,14 @@ impl Owner {
         let Some(mut peer) = self.peers.remove(&address) else {
             return Err(SpeakerError::NoSuchPeer(address));
         };
-        peer.cancel_connect();
+        peer.fsm.handle(PeerEvent::ManualStop);
+        peer.stop_tasks();
         // RFC 4486 §4: Cease / Peer De-configured on every connection of the peer.
         let cease = session::cease(error_code::cease::PEER_DECONFIGURED);
         for id in &peer.conns {
             if let Some(c) = self.conns.get_mut(id) {
-                c.commands
-                    .push(SessionCommand::Fsm(Event::Cease(cease.clone())));
+                c.stopping = true;
+                c.control.stop(Stop::Cease(cease.clone()));
             }
         }
         let ev = self.rib.peer_down(address);
@@ -257,34 +273,84 @@ impl Owner {
         Ok(())
     }
 
-    // ---- Connections ----
+    // ---- The peer's connection management (PeerFsm) ----
 
-    fn schedule_connect(&mut self, address: IpAddr, delay: Duration) {
+    /// Feeds the peer's [`crate::fsm::PeerFsm`] and carries out what it asks.
+    fn peer_event(&mut self, address: IpAddr, event: PeerEvent) {
         let Some(peer) = self.peers.get_mut(&address) else {
             return;
         };
-        peer.cancel_connect();
-        let attempt = peer.attempt;
-        let target = SocketAddr::new(address, peer.cfg.port);
-        let local = peer.cfg.local_address;
-        let timeout = self.cfg.connect_retry.max(Duration::from_secs(3));
-        let tx = self.internal_tx.clone();
-        peer.connecting = Some(tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let result = session::connect(target, local, timeout).await;
-            let _ = tx
-                .send(Internal::Connected {
-                    peer: address,
-                    attempt,
-                    result,
-                })
-                .await;
-        }));
-        // RFC 4271 §8.2.2: Connect while our attempt is under way; while waiting for the
-        // retry the peer stays Active (or Idle after a session ended).
-        if delay.is_zero() && peer.session.is_none() && peer.conns.is_empty() {
-            peer.set_state(State::Connect, "Connect");
+        for action in peer.fsm.handle(event) {
+            match action {
+                PeerAction::Connect => {
+                    let target = SocketAddr::new(address, peer.cfg.port);
+                    let local = peer.cfg.local_address;
+                    let timeout = self.cfg.connect_retry.max(Duration::from_secs(3));
+                    let (tx, generation) = (self.internal_tx.clone(), peer.generation);
+                    peer.connecting = Some(tokio::spawn(async move {
+                        let result = session::connect(target, local, timeout).await;
+                        let _ = tx
+                            .send(Internal::Connected {
+                                peer: address,
+                                generation,
+                                result,
+                            })
+                            .await;
+                    }));
+                }
+                PeerAction::StartConnectRetryTimer(delay) => {
+                    if let Some(t) = peer.retry_timer.take() {
+                        t.abort();
+                    }
+                    peer.timer_id += 1;
+                    let (tx, generation, timer) =
+                        (self.internal_tx.clone(), peer.generation, peer.timer_id);
+                    peer.retry_timer = Some(tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx
+                            .send(Internal::RetryTimer {
+                                peer: address,
+                                generation,
+                                timer,
+                            })
+                            .await;
+                    }));
+                }
+                PeerAction::StopConnectRetryTimer => {
+                    if let Some(t) = peer.retry_timer.take() {
+                        t.abort();
+                    }
+                    peer.timer_id += 1;
+                }
+            }
         }
+        self.refresh_shown(address);
+    }
+
+    /// The state to report: Established with a session, else the most advanced connection,
+    /// else the peer machine's Idle / Connect / Active.
+    fn refresh_shown(&mut self, address: IpAddr) {
+        let Some(peer) = self.peers.get_mut(&address) else {
+            return;
+        };
+        let shown = if peer.session.is_some() {
+            State::Established
+        } else {
+            let conn_state = peer
+                .conns
+                .iter()
+                .filter_map(|id| self.conns.get(id))
+                .map(|c| c.state)
+                .filter(|s| *s != State::Idle)
+                .max();
+            conn_state
+                .or(peer.fsm.state().as_state())
+                .unwrap_or(State::Idle)
+        };
+        if shown == State::Established {
+            peer.problem = None;
+        }
+        peer.show(shown);
     }
 
     fn handle_internal(&mut self, i: Internal) {
@@ -293,6 +359,7 @@ impl Owner {
                 let address = canonical(remote.ip());
                 if self.peers.contains_key(&address) {
                     self.start_connection(address, stream, ConnectionOrigin::Remote);
+                    self.peer_event(address, PeerEvent::TcpConnectionConfirmed);
                 } else {
                     // Only configured peers may connect (RFC 4486 §4, Connection Rejected).
                     tracing::info!("rejecting BGP connection from unconfigured {remote}");
@@ -301,33 +368,47 @@ impl Owner {
             }
             Internal::Connected {
                 peer: address,
-                attempt,
+                generation,
                 result,
             } => {
                 let Some(peer) = self.peers.get_mut(&address) else {
                     return;
                 };
-                if attempt != peer.attempt {
+                if peer.generation != generation {
                     return;
                 }
                 peer.connecting = None;
                 match result {
                     Ok(stream) => {
-                        if peer.session.is_some() {
-                            return; // Established meanwhile through the peer's connection.
+                        // Established meanwhile through the peer's connection: not needed.
+                        if peer.session.is_none() {
+                            self.start_connection(address, stream, ConnectionOrigin::Local);
                         }
-                        self.start_connection(address, stream, ConnectionOrigin::Local);
+                        self.peer_event(address, PeerEvent::TcpCrAcked);
                     }
                     Err(e) => {
-                        let msg = format!("Connect: {e}");
-                        peer.last_error = Some(msg.clone());
+                        let problem = PeerProblem::Connect(Arc::new(e));
+                        peer.last_error = Some(problem.clone());
                         if peer.conns.is_empty() {
-                            peer.set_state(State::Active, msg);
+                            peer.problem = Some(problem);
                         }
-                        let delay = peer.backoff.next_delay();
-                        self.schedule_connect(address, delay);
+                        self.peer_event(address, PeerEvent::TcpConnectionFails);
                     }
                 }
+            }
+            Internal::RetryTimer {
+                peer: address,
+                generation,
+                timer,
+            } => {
+                let Some(peer) = self.peers.get_mut(&address) else {
+                    return;
+                };
+                if peer.generation != generation || peer.timer_id != timer {
+                    return;
+                }
+                peer.retry_timer = None;
+                self.peer_event(address, PeerEvent::ConnectRetryTimerExpires);
             }
         }
     }
@@ -343,7 +424,7 @@ impl Owner {
         let hold = peer.cfg.hold_time.unwrap_or(self.cfg.hold_time);
         let params = SessionParams {
             conn,
-            fsm: FsmConfig::new(
+            fsm: crate::fsm::FsmConfig::new(
                 self.cfg.local_as,
                 peer.cfg.remote_as,
                 self.cfg.router_id,
@@ -353,12 +434,12 @@ impl Owner {
             local_addr,
             counters: peer.counters.clone(),
         };
-        let (ctx, crx) = mpsc::channel(64);
+        let (control, inputs) = session_channels();
         tokio::spawn(session::run_session(
             stream,
             params,
             self.session_tx.clone(),
-            crx,
+            inputs,
         ));
         peer.conns.push(conn);
         self.conns.insert(
@@ -369,7 +450,9 @@ impl Owner {
                 origin,
                 state: State::Idle,
                 negotiated: None,
-                commands: Outbox::new(ctx),
+                control,
+                waiting: false,
+                stopping: false,
             },
         );
     }
@@ -388,7 +471,7 @@ impl Owner {
         if let SessionEvent::Closed(reason) = event {
             self.conns.remove(&id);
             if live {
-                self.connection_closed(address, id, reason.to_string());
+                self.connection_closed(address, id, reason);
             }
             return;
         }
@@ -398,12 +481,7 @@ impl Owner {
         match event {
             SessionEvent::StateChanged(state) => {
                 conn.state = state;
-                let Some(peer) = self.peers.get_mut(&address) else {
-                    return;
-                };
-                if peer.session.is_none() {
-                    peer.set_state(state, state.as_str());
-                }
+                self.refresh_shown(address);
             }
             SessionEvent::OpenReceived(negotiated) => {
                 conn.negotiated = Some(negotiated);
@@ -414,6 +492,7 @@ impl Owner {
                 local_addr,
             } => {
                 conn.negotiated = Some(negotiated.clone());
+                conn.state = State::Established;
                 if self.resolve_collision(address).contains(&id) {
                     return;
                 }
@@ -423,15 +502,12 @@ impl Owner {
                 if let Some(old) = peer.session.replace(id) {
                     // Cannot normally happen: collision resolution keeps one session.
                     if let Some(c) = self.conns.get_mut(&old) {
-                        c.commands
-                            .push(SessionCommand::Fsm(Event::OpenCollisionDump));
+                        c.stopping = true;
+                        c.control.stop(Stop::CollisionDump);
                     }
                 }
-                peer.cancel_connect();
-                peer.backoff.reset();
                 peer.negotiated = Some(negotiated.clone());
                 peer.established_at = Some(SystemTime::now());
-                peer.set_state(State::Established, "Established");
                 let info = PeerInfo {
                     address,
                     router_id: negotiated.remote_id,
@@ -442,6 +518,7 @@ impl Owner {
                     Some(IpAddr::V4(a)) => a,
                     _ => self.cfg.router_id,
                 };
+                self.peer_event(address, PeerEvent::SessionEstablished);
                 let ev = self.rib.peer_up(info, next_hop_self);
                 self.publish(ev);
             }
@@ -508,14 +585,14 @@ impl Owner {
             if let Some(c) = self.conns.get_mut(id) {
                 // Forget its OPEN so it is not considered again while it closes.
                 c.negotiated = None;
-                c.commands
-                    .push(SessionCommand::Fsm(Event::OpenCollisionDump));
+                c.stopping = true;
+                c.control.stop(Stop::CollisionDump);
             }
         }
         dump
     }
 
-    fn connection_closed(&mut self, address: IpAddr, id: ConnId, reason: String) {
+    fn connection_closed(&mut self, address: IpAddr, id: ConnId, reason: crate::fsm::DownReason) {
         let Some(peer) = self.peers.get_mut(&address) else {
             return;
         };
@@ -527,23 +604,19 @@ impl Owner {
             peer.established_at = None;
             peer.flaps += 1;
         }
-        let collision = reason.contains("Collision");
-        if !collision {
-            peer.last_error = Some(reason.clone());
+        // A connection closed by collision resolution is not the peer's fault.
+        let clean = reason.is_collision();
+        if !clean {
+            let problem = PeerProblem::Down(reason);
+            peer.last_error = Some(problem.clone());
+            if peer.session.is_none() && peer.conns.is_empty() {
+                peer.problem = Some(problem);
+            }
         }
-        if peer.session.is_none() {
-            if peer.conns.is_empty() {
-                let state = if peer.cfg.passive {
-                    State::Active
-                } else {
-                    State::Idle
-                };
-                peer.set_state(state, format!("{}: {reason}", state.as_str()));
-            }
-            if !peer.cfg.passive && peer.conns.is_empty() && peer.connecting.is_none() {
-                let delay = peer.backoff.next_delay();
-                self.schedule_connect(address, delay);
-            }
+        if peer.conns.is_empty() {
+            self.peer_event(address, PeerEvent::ConnectionsClosed { clean });
+        } else {
+            self.refresh_shown(address);
         }
         if was_session {
             // The peer's routes go as soon as its TCP connection closes, not at hold expiry.
@@ -552,30 +625,116 @@ impl Owner {
         }
     }
 
-    // ---- Adj-RIB-Out ----
+    // ---- Handing out work, with back-pressure ----
 
+    /// Gives every Established session with pending changes one batch of UPDATEs, if it has
+    /// room; otherwise a waiter brings a permit once it has.
     fn flush_adj_rib_out(&mut self) {
         for address in self.rib.peers_with_work() {
             let Some(id) = self.peers.get(&address).and_then(|p| p.session) else {
                 continue;
             };
-            let Some(ctx) = self
-                .conns
-                .get(&id)
-                .and_then(|c| c.negotiated.as_ref())
-                .map(|n| n.context)
-            else {
+            let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
-            let batch = self.rib.take_batch(address);
-            match encode_batch(&batch, &ctx) {
-                Ok(msgs) if !msgs.is_empty() => {
-                    if let Some(c) = self.conns.get_mut(&id) {
-                        c.commands.push(SessionCommand::SendUpdates(msgs));
+            if conn.waiting || conn.stopping {
+                continue;
+            }
+            let tx = conn.control.updates.clone();
+            self.feed_session(id, address, tx);
+        }
+    }
+
+    /// Sends batches to the session while it has room and the peer has changes.
+    fn feed_session(&mut self, id: ConnId, address: IpAddr, tx: mpsc::Sender<Vec<Bytes>>) {
+        while self.rib.has_work(address) {
+            match tx.clone().try_reserve_owned() {
+                Ok(permit) => self.send_session_batch(id, permit),
+                Err(TrySendError::Full(tx)) => {
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.waiting = true;
+                    }
+                    self.waits
+                        .spawn(async move { Wake::Session(id, tx.reserve_owned().await.ok()) });
+                    return;
+                }
+                Err(TrySendError::Closed(_)) => return,
+            }
+        }
+    }
+
+    /// Encodes up to [`SESSION_BATCH`] of the peer's pending changes into `permit`.
+    fn send_session_batch(&mut self, id: ConnId, permit: OwnedPermit<Vec<Bytes>>) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let Some(ctx) = conn.negotiated.as_ref().map(|n| n.context) else {
+            return;
+        };
+        let address = conn.peer;
+        let batch = self.rib.take_batch(address, SESSION_BATCH);
+        match encode_batch(&batch, &ctx) {
+            Ok(msgs) if !msgs.is_empty() => {
+                permit.send(msgs);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(peer = %address, "cannot encode UPDATE: {e}"),
+        }
+    }
+
+    /// Gives every subscriber with dirty prefixes one batch if it has room; otherwise a waiter
+    /// brings a permit once it has.
+    fn flush_subscribers(&mut self) {
+        let mut closed = Vec::new();
+        for (id, s) in &mut self.subscribers {
+            while !s.waiting && s.has_work() {
+                match s.tx.clone().try_reserve_owned() {
+                    Ok(permit) => {
+                        permit.send(s.take_batch(&self.rib));
+                    }
+                    Err(TrySendError::Full(tx)) => {
+                        s.waiting = true;
+                        let id = *id;
+                        self.waits.spawn(async move {
+                            Wake::Subscriber(id, tx.reserve_owned().await.ok())
+                        });
+                    }
+                    Err(TrySendError::Closed(_)) => {
+                        closed.push(*id);
+                        break;
                     }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!(peer = %address, "cannot encode UPDATE: {e}"),
+            }
+        }
+        for id in closed {
+            self.subscribers.remove(&id);
+        }
+    }
+
+    fn handle_wake(&mut self, w: Wake) {
+        match w {
+            Wake::Session(id, permit) => {
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                conn.waiting = false;
+                if let (Some(permit), false) = (permit, conn.stopping) {
+                    self.send_session_batch(id, permit);
+                }
+            }
+            Wake::Subscriber(id, permit) => {
+                let Some(s) = self.subscribers.get_mut(&id) else {
+                    return;
+                };
+                s.waiting = false;
+                match permit {
+                    Some(permit) => {
+                        permit.send(s.take_batch(&self.rib));
+                    }
+                    None => {
+                        self.subscribers.remove(&id);
+                    }
+                }
             }
         }
     }
@@ -584,24 +743,23 @@ impl Owner {
         if let Some(t) = self.listener_task.take() {
             t.abort();
         }
+        self.waits.abort_all();
         let cease = session::cease(error_code::cease::ADMINISTRATIVE_SHUTDOWN);
         for peer in self.peers.values_mut() {
-            peer.cancel_connect();
+            peer.fsm.handle(PeerEvent::ManualStop);
+            peer.stop_tasks();
         }
         for c in self.conns.values_mut() {
-            c.commands
-                .push(SessionCommand::Fsm(Event::Cease(cease.clone())));
+            c.control.stop(Stop::Cease(cease.clone()));
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while !self.conns.is_empty() {
-            self.retry_outboxes();
-            let wait = tokio::time::timeout_at(deadline, self.session_rx.recv());
-            match tokio::time::timeout(RETRY_TICK, wait).await {
-                Ok(Ok(Some((id, SessionEvent::Closed(_))))) => {
+            match tokio::time::timeout_at(deadline, self.session_rx.recv()).await {
+                Ok(Some((id, SessionEvent::Closed(_)))) => {
                     self.conns.remove(&id);
                 }
-                Ok(Ok(Some(_))) | Err(_) => {}
-                Ok(Ok(None)) | Ok(Err(_)) => break,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
             }
         }
     }

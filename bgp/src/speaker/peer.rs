@@ -1,10 +1,9 @@
 //! What the owner keeps per configured peer and per connection, and the status view of it.
 
-use super::outbox::Outbox;
-use super::{MessageCounts, PeerConfig, PeerStatus};
-use crate::fsm::{ConnectionOrigin, Negotiated, State};
+use super::{MessageCounts, PeerConfig, PeerProblem, PeerStatus};
+use crate::fsm::{ConnectionOrigin, Negotiated, PeerFsm, State};
 use crate::rib::PeerCounts;
-use crate::session::{Backoff, ConnId, MessageCounters, SessionCommand};
+use crate::session::{Backoff, ConnId, MessageCounters, SessionControl};
 use crate::wire::MessageType;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,7 +20,11 @@ pub struct Connection {
     pub state: State,
     /// Set once the peer's OPEN was accepted.
     pub negotiated: Option<Negotiated>,
-    pub commands: Outbox<SessionCommand>,
+    pub control: SessionControl,
+    /// A waiter task holds a clone of the UPDATE sender and will bring a permit.
+    pub waiting: bool,
+    /// A stop was requested: send nothing more.
+    pub stopping: bool,
 }
 
 #[derive(Debug)]
@@ -29,63 +32,65 @@ pub struct Peer {
     pub cfg: PeerConfig,
     pub generation: u64,
     pub counters: Arc<MessageCounters>,
+    /// Idle / Connect / Active and the ConnectRetry timer.
+    pub fsm: PeerFsm,
     /// Live connections, oldest first.
     pub conns: Vec<ConnId>,
     /// The Established connection whose routes are in the RIB.
     pub session: Option<ConnId>,
-    pub backoff: Backoff,
-    /// The pending sleep-then-connect task.
+    /// The pending connect attempt and retry timer tasks.
     pub connecting: Option<JoinHandle<()>>,
-    /// Attempt number, to ignore results of cancelled attempts.
-    pub attempt: u64,
-    pub state: State,
+    pub retry_timer: Option<JoinHandle<()>>,
+    /// Numbers the timer tasks, so a late expiry of a replaced timer is ignored.
+    pub timer_id: u64,
+    /// The state last reported, and since when.
+    pub shown: State,
     pub since: SystemTime,
     pub established_at: Option<SystemTime>,
-    pub info: String,
-    pub last_error: Option<String>,
+    pub problem: Option<PeerProblem>,
+    pub last_error: Option<PeerProblem>,
     pub flaps: u64,
     pub negotiated: Option<Negotiated>,
 }
 
 impl Peer {
     pub fn new(cfg: PeerConfig, generation: u64, connect_retry: Duration) -> Self {
-        let state = if cfg.passive {
-            State::Active
-        } else {
-            State::Connect
-        };
+        let fsm = PeerFsm::new(cfg.passive, Backoff::new(connect_retry));
         Peer {
             cfg,
             generation,
             counters: Arc::new(MessageCounters::default()),
+            fsm,
             conns: Vec::new(),
             session: None,
-            backoff: Backoff::new(connect_retry),
             connecting: None,
-            attempt: 0,
-            state,
+            retry_timer: None,
+            timer_id: 0,
+            shown: State::Idle,
             since: SystemTime::now(),
             established_at: None,
-            info: state.as_str().to_string(),
+            problem: None,
             last_error: None,
             flaps: 0,
             negotiated: None,
         }
     }
 
-    pub fn set_state(&mut self, state: State, info: impl Into<String>) {
-        if state != self.state {
-            self.state = state;
+    /// Records a change of the reported state (`since` moves only when it changes).
+    pub fn show(&mut self, state: State) {
+        if state != self.shown {
+            self.shown = state;
             self.since = SystemTime::now();
         }
-        self.info = info.into();
     }
 
-    pub fn cancel_connect(&mut self) {
+    pub fn stop_tasks(&mut self) {
         if let Some(t) = self.connecting.take() {
             t.abort();
         }
-        self.attempt += 1;
+        if let Some(t) = self.retry_timer.take() {
+            t.abort();
+        }
     }
 
     pub fn status(&self, counts: PeerCounts) -> PeerStatus {
@@ -98,13 +103,13 @@ impl Peer {
             address: self.cfg.address,
             port: self.cfg.port,
             r#as: self.cfg.remote_as,
-            label: self.cfg.label.clone(),
-            state: self.state.as_str().to_string(),
+            kind: self.cfg.kind,
+            state: self.shown,
             since_unix: unix(self.since),
             uptime_secs: self
                 .established_at
                 .map(|t| t.elapsed().map_or(0, |d| d.as_secs())),
-            info: self.info.clone(),
+            problem: self.problem.clone(),
             hold_time: neg.map(|n| n.hold_time),
             keepalive: neg.map(|n| n.keepalive),
             capabilities: neg.map_or_else(Vec::new, |n| n.capabilities.clone()),

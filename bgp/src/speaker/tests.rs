@@ -67,3 +67,52 @@ fn mapped_addresses_compare_as_ipv4() {
     let v6: IpAddr = "fd00::1".parse().unwrap();
     assert_eq!(canonical(v6), v6);
 }
+
+#[test]
+fn a_busy_subscriber_sees_each_prefix_once_as_it_is_now() {
+    use super::subscriber::{Subscriber, MAX_BATCH};
+    use crate::rib::{Rib, RouteEvent};
+    let mut rib = Rib::new(64512, "10.0.0.1".parse().unwrap());
+    let many = MAX_BATCH + 100;
+    for i in 0..many as u32 {
+        let p = Ipv4Net::new(std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8)), 24).unwrap();
+        rib.originate(p, None);
+    }
+    let (tx, _rx) = tokio::sync::mpsc::channel(2);
+    let mut s = Subscriber::new(tx, &rib);
+    // The initial view comes in bounded batches; the last one says it is complete.
+    let first = s.take_batch(&rib);
+    assert_eq!(first.events.len(), MAX_BATCH);
+    assert_eq!(first.synced, None);
+    let second = s.take_batch(&rib);
+    assert_eq!(second.events.len(), 100);
+    assert_eq!(second.synced, Some(0));
+    assert!(!s.has_work());
+    // A prefix that flaps while the subscriber is busy costs one event: the current state.
+    let p: Ipv4Net = "11.0.0.0/24".parse().unwrap();
+    for _ in 0..10 {
+        for e in rib
+            .withdraw_local(p)
+            .into_iter()
+            .chain(rib.originate(p, None))
+        {
+            s.mark(e.prefix());
+        }
+    }
+    rib.withdraw_local(p);
+    s.mark(p);
+    let b = s.take_batch(&rib);
+    assert_eq!(b.events, vec![RouteEvent::Withdrawn { prefix: p }]);
+    // A resync sends everything again and reports its own number when done.
+    let n = s.resync(&rib);
+    assert_eq!(n, 1);
+    let mut seen = 0;
+    let mut synced = None;
+    while s.has_work() {
+        let b = s.take_batch(&rib);
+        seen += b.events.len();
+        synced = b.synced.or(synced);
+    }
+    assert_eq!(seen, many - 1);
+    assert_eq!(synced, Some(1));
+}

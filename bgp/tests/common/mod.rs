@@ -1,11 +1,14 @@
 //! Helpers for the speaker integration tests: speakers on 127.x.y.z loopback addresses.
 #![allow(dead_code)]
 
-use bgp::{PeerConfig, RouteEvent, Speaker, SpeakerConfig, SpeakerHandle, SpeakerStatus};
+use bgp::fsm::State;
+use bgp::{
+    PeerConfig, PeerKind, RouteEvent, Speaker, SpeakerConfig, SpeakerHandle, SpeakerStatus,
+    Subscription,
+};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Generous: the machine is shared and noisy; nothing here measures speed.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -62,7 +65,7 @@ impl Node {
             passive,
             local_address: Some(self.ip.into()),
             hold_time: None,
-            label: "mesh".into(),
+            kind: PeerKind::Mesh,
         }
     }
 
@@ -70,18 +73,31 @@ impl Node {
         self.handle.status().await.unwrap()
     }
 
-    pub async fn peer_state(&self, other: &Node) -> String {
+    /// `None` when `other` is not configured.
+    pub async fn peer_state(&self, other: &Node) -> Option<State> {
         let addr: IpAddr = other.ip.into();
         self.status()
             .await
             .peers
             .into_iter()
             .find(|p| p.address == addr)
-            .map_or_else(|| "absent".into(), |p| p.state)
+            .map(|p| p.state)
+    }
+
+    pub async fn wait_established_with(&self, ip: Ipv4Addr) {
+        let addr = IpAddr::V4(ip);
+        wait_until(|| async {
+            self.status()
+                .await
+                .peers
+                .iter()
+                .any(|p| p.address == addr && p.state == State::Established)
+        })
+        .await;
     }
 
     pub async fn wait_established(&self, other: &Node) {
-        wait_until(|| async { self.peer_state(other).await == "Established" }).await;
+        wait_until(|| async { self.peer_state(other).await == Some(State::Established) }).await;
     }
 }
 
@@ -102,8 +118,8 @@ where
 }
 
 /// The next route event, failing the test after [`WAIT`].
-pub async fn next_event(rx: &mut mpsc::Receiver<RouteEvent>) -> RouteEvent {
-    tokio::time::timeout(WAIT, rx.recv())
+pub async fn next_event(rx: &mut Subscription) -> RouteEvent {
+    tokio::time::timeout(WAIT, rx.next_event())
         .await
         .expect("no route event")
         .expect("closed")

@@ -1,0 +1,132 @@
+//! Best-route subscribers (the agent's kernel writer): what each still has to see, as a set of
+//! dirty prefixes, handed over in bounded batches.
+//!
+//! A subscriber that is slower than the RIB (a kernel taking a full table) does not make the
+//! speaker queue one event per change: a changed prefix is only marked dirty, and when the
+//! subscriber has room the owner turns up to [`MAX_BATCH`] dirty prefixes into events from the
+//! RIB as it is *then*. A prefix that flapped ten times while the subscriber was busy costs one
+//! event. Memory is the dirty set, bounded by the number of prefixes.
+
+use crate::rib::{Rib, RouteEvent};
+use ipnet::Ipv4Net;
+use std::collections::{BTreeSet, VecDeque};
+use tokio::sync::mpsc;
+
+/// Most events in one batch.
+pub const MAX_BATCH: usize = 8192;
+/// Batches a subscriber may have unread.
+pub const CHANNEL: usize = 2;
+
+/// Changes of best routes, in prefix order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteBatch {
+    pub events: Vec<RouteEvent>,
+    /// With this batch the subscriber has seen every best route that existed when it
+    /// subscribed (`Some(0)`) or asked for resync number `n` (`Some(n)`).
+    pub synced: Option<u64>,
+}
+
+/// The agent's end of a subscription.
+#[derive(Debug)]
+pub struct Subscription {
+    id: u64,
+    rx: mpsc::Receiver<RouteBatch>,
+    /// Events of a batch not yet returned by [`Subscription::next_event`].
+    pending: VecDeque<RouteEvent>,
+}
+
+impl Subscription {
+    pub(super) fn new(id: u64, rx: mpsc::Receiver<RouteBatch>) -> Self {
+        Subscription {
+            id,
+            rx,
+            pending: VecDeque::new(),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The next batch; `None` once the speaker has stopped.
+    pub async fn recv(&mut self) -> Option<RouteBatch> {
+        if !self.pending.is_empty() {
+            return Some(RouteBatch {
+                events: self.pending.drain(..).collect(),
+                synced: None,
+            });
+        }
+        self.rx.recv().await
+    }
+
+    /// One event at a time (for tests and simple consumers).
+    pub async fn next_event(&mut self) -> Option<RouteEvent> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            self.pending.extend(self.rx.recv().await?.events);
+        }
+    }
+}
+
+/// The owner's side of one subscriber.
+#[derive(Debug)]
+pub(super) struct Subscriber {
+    pub tx: mpsc::Sender<RouteBatch>,
+    dirty: BTreeSet<Ipv4Net>,
+    /// A resync (or the initial dump) is under way: report it done when `dirty` empties.
+    sync_pending: Option<u64>,
+    next_sync: u64,
+    /// A waiter task holds a clone of `tx` and will bring a permit.
+    pub waiting: bool,
+}
+
+impl Subscriber {
+    /// A new subscriber starts with every current best route dirty.
+    pub fn new(tx: mpsc::Sender<RouteBatch>, rib: &Rib) -> Self {
+        let mut s = Subscriber {
+            tx,
+            dirty: BTreeSet::new(),
+            sync_pending: None,
+            next_sync: 0,
+            waiting: false,
+        };
+        s.resync(rib);
+        s
+    }
+
+    pub fn mark(&mut self, prefix: Ipv4Net) {
+        self.dirty.insert(prefix);
+    }
+
+    /// Marks every best route dirty; returns the number the completing batch will carry.
+    pub fn resync(&mut self, rib: &Rib) -> u64 {
+        self.dirty.extend(rib.best_prefixes());
+        let n = self.next_sync;
+        self.next_sync += 1;
+        self.sync_pending = Some(n);
+        n
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.dirty.is_empty() || self.sync_pending.is_some()
+    }
+
+    /// Up to [`MAX_BATCH`] dirty prefixes as they are in the RIB now.
+    pub fn take_batch(&mut self, rib: &Rib) -> RouteBatch {
+        let mut events = Vec::with_capacity(self.dirty.len().min(MAX_BATCH));
+        while events.len() < MAX_BATCH {
+            let Some(prefix) = self.dirty.pop_first() else {
+                break;
+            };
+            events.push(rib.current(prefix));
+        }
+        let synced = if self.dirty.is_empty() {
+            self.sync_pending.take()
+        } else {
+            None
+        };
+        RouteBatch { events, synced }
+    }
+}
