@@ -213,42 +213,26 @@ pub fn source_towards(target: Ipv4Addr) -> Result<Ipv4Addr, AutodetectError> {
 /// Every interface with an IPv4 address, with those addresses, in kernel order.
 pub fn interfaces() -> Result<Vec<Interface>, AutodetectError> {
     let mut out: Vec<Interface> = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list freed below by freeifaddrs; entries are only
-    // read while the list is alive, and null pointers are checked before use.
-    unsafe {
-        if libc::getifaddrs(&mut head) != 0 {
-            return Err(std::io::Error::last_os_error().into());
+    let addrs = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
+    for ifa in addrs {
+        let Some(addr) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) else {
+            continue;
+        };
+        let addr = addr.ip();
+        let prefix_len = ifa
+            .netmask
+            .as_ref()
+            .and_then(|m| m.as_sockaddr_in())
+            .map_or(32, |m| u32::from(m.ip()).count_ones() as u8);
+        let up = ifa.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
+        match out.iter_mut().find(|i| i.name == ifa.interface_name) {
+            Some(i) => i.addresses.push((addr, prefix_len)),
+            None => out.push(Interface {
+                name: ifa.interface_name,
+                up,
+                addresses: vec![(addr, prefix_len)],
+            }),
         }
-        let mut cur = head;
-        while !cur.is_null() {
-            let ifa = &*cur;
-            cur = ifa.ifa_next;
-            if ifa.ifa_addr.is_null() || i32::from((*ifa.ifa_addr).sa_family) != libc::AF_INET {
-                continue;
-            }
-            let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-            let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            let prefix_len = if ifa.ifa_netmask.is_null() {
-                32
-            } else {
-                let mask = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
-                u32::from_be(mask.sin_addr.s_addr).count_ones() as u8
-            };
-            let name = std::ffi::CStr::from_ptr(ifa.ifa_name)
-                .to_string_lossy()
-                .into_owned();
-            let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
-            match out.iter_mut().find(|i| i.name == name) {
-                Some(i) => i.addresses.push((addr, prefix_len)),
-                None => out.push(Interface {
-                    name,
-                    up,
-                    addresses: vec![(addr, prefix_len)],
-                }),
-            }
-        }
-        libc::freeifaddrs(head);
     }
     Ok(out)
 }

@@ -128,14 +128,8 @@ impl AgentConfig {
 }
 
 fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into a buffer we own.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    let name = nix::unistd::gethostname().ok()?;
+    let name = name.to_string_lossy().trim().to_string();
     (!name.is_empty()).then_some(name)
 }
 

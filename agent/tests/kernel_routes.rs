@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use agent::kernel::{DesiredRoute, KernelError, KernelRoutes, RouteOp};
-use agent::netns::NetnsGuard;
+use agent::netns::Netns;
 use serde_json::Value;
 
 const CALI: &str = "cali2c3211ffbd5";
@@ -14,7 +14,7 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-fn ip(ns: &NetnsGuard, args: &[&str]) -> String {
+fn ip(ns: &Netns, args: &[&str]) -> String {
     let out = Command::new("ip")
         .arg("-n")
         .arg(ns.name())
@@ -30,13 +30,13 @@ fn ip(ns: &NetnsGuard, args: &[&str]) -> String {
 }
 
 /// A namespace with `eth0` 172.18.0.5/16 up and two cali veths.
-fn node() -> Option<NetnsGuard> {
+fn node() -> Option<Netns> {
     // Fail, never skip: a skipped kernel test would read as a pass.
     assert!(
         is_root(),
         "kernel tests need root (CAP_NET_ADMIN) for network namespaces"
     );
-    let ns = NetnsGuard::create("gk").expect("create netns");
+    let ns = Netns::create("gk").expect("create netns");
     // veth pairs, both ends up (this kernel has no dummy module).
     for (i, dev) in ["eth0", CALI, CALI2].into_iter().enumerate() {
         let peer = format!("p{i}");
@@ -51,7 +51,7 @@ fn node() -> Option<NetnsGuard> {
     Some(ns)
 }
 
-fn routes(ns: &NetnsGuard) -> Vec<Value> {
+fn routes(ns: &Netns) -> Vec<Value> {
     serde_json::from_str(&ip(ns, &["-j", "route", "show"])).unwrap()
 }
 
@@ -59,7 +59,7 @@ fn route<'a>(all: &'a [Value], dst: &str) -> Option<&'a Value> {
     all.iter().find(|r| r["dst"] == dst)
 }
 
-fn text(ns: &NetnsGuard) -> Vec<String> {
+fn text(ns: &Netns) -> Vec<String> {
     ip(ns, &["route", "show"])
         .lines()
         .map(|l| l.trim().to_string())

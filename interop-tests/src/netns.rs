@@ -1,20 +1,19 @@
-//! `Netns`: a named network namespace that is deleted, with every process inside it, on drop.
+//! `Netns`: the agent's namespace guard ([`agent::netns::Netns`]: deleted, with every process
+//! inside it, on drop) with the command-line helpers tests use inside a namespace.
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{bail, Context, Result};
 
 use crate::process::Daemon;
 use crate::routes::{self, Route};
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
 /// A network namespace owned by this process. Dropping it kills what still runs inside and
 /// deletes it; its veth ends vanish with it.
 #[derive(Debug)]
 pub struct Netns {
+    inner: agent::netns::Netns,
     name: String,
 }
 
@@ -22,20 +21,18 @@ impl Netns {
     /// A namespace named `<prefix>-<pid>-<counter>`: unique across parallel tests and across
     /// test binaries running at the same time.
     pub fn new(prefix: &str) -> Result<Netns> {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        Netns::named(&format!("{prefix}-{}-{n}", std::process::id()))
+        Ok(Netns::wrap(agent::netns::Netns::create(prefix)?))
     }
 
     /// A namespace with a caller-given name (the lab wants stable names like `gingham-node1`).
     /// Fails if it already exists rather than adopting somebody else's namespace.
     pub fn named(name: &str) -> Result<Netns> {
-        run_host(&["ip", "netns", "add", name])?;
-        // Own it from here on, so that a failure below still deletes it.
-        let ns = Netns {
-            name: name.to_string(),
-        };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
+        Ok(Netns::wrap(agent::netns::Netns::named(name)?))
+    }
+
+    fn wrap(inner: agent::netns::Netns) -> Netns {
+        let name = inner.name().to_string();
+        Netns { inner, name }
     }
 
     pub fn name(&self) -> &str {
@@ -112,53 +109,12 @@ impl Netns {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let path = format!("/run/netns/{}", self.name);
-        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let handle = std::thread::Builder::new()
-            .name(format!("netns-{}", self.name))
-            .spawn(move || {
-                use std::os::fd::AsRawFd;
-                // SAFETY: setns(2) on a valid fd we own; affects only this thread.
-                let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                let ok = r == 0;
-                let _ = ready_tx.send(if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                });
-                if !ok {
-                    // Never run `f` in the wrong namespace.
-                    panic!("setns failed");
-                }
-                f()
-            })?;
-        ready_rx
-            .recv()
-            .context("namespace thread vanished")?
-            .with_context(|| format!("setns into {}", self.name))?;
-        Ok(handle)
+        Ok(self.inner.spawn_thread(f)?)
     }
 
     /// Pids of the processes whose network namespace is this one.
     pub fn pids(&self) -> Result<Vec<i32>> {
-        let out = run_host(&["ip", "netns", "pids", &self.name])?;
-        Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // A process left inside would keep the namespace alive after `ip netns del`.
-        if let Ok(pids) = self.pids() {
-            for pid in pids {
-                // SAFETY: kill(2) has no memory effects; a stale pid only yields ESRCH.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        if let Err(e) = run_host(&["ip", "netns", "del", &self.name]) {
-            eprintln!("warning: deleting namespace {}: {e:#}", self.name);
-        }
+        Ok(self.inner.pids()?)
     }
 }
 

@@ -69,7 +69,7 @@ impl Capture {
     /// Stops the capture (SIGINT flushes the file) and returns the decoded packets, as
     /// `tcpdump -nn -v -r` prints them.
     pub fn stop(mut self) -> Result<String> {
-        self.daemon.signal(libc::SIGINT);
+        self.daemon.signal(nix::sys::signal::Signal::SIGINT);
         self.daemon.stop_with(Duration::from_secs(2));
         let out = std::process::Command::new("tcpdump")
             .args(["-nn", "-v", "-r"])

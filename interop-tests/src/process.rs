@@ -98,17 +98,12 @@ impl Daemon {
         if self.reaped {
             return true;
         }
-        // SAFETY: waitid writes only into `info`, which we own; WNOWAIT leaves the child
-        // waitable for `Child::wait` later.
-        unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            let r = libc::waitid(
-                libc::P_PID,
-                self.pid() as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            );
-            r == 0 && info.si_pid() != 0
+        // WNOWAIT leaves the child waitable for `Child::wait` later.
+        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(nix::unistd::Pid::from_raw(self.pid())), flags) {
+            Ok(WaitStatus::StillAlive) | Err(_) => false,
+            Ok(_) => true,
         }
     }
 
@@ -139,11 +134,10 @@ impl Daemon {
         Ok(())
     }
 
-    /// Sends `signal` to the daemon's whole process group.
-    pub fn signal(&self, signal: i32) {
+    /// Sends `signal` to the daemon's whole process group (it is the group's leader).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
         if !self.reaped {
-            // SAFETY: kill(2) has no memory effects; the group is ours (process_group(0)).
-            unsafe { libc::kill(-self.pid(), signal) };
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pid()), signal);
         }
     }
 
@@ -152,7 +146,7 @@ impl Daemon {
         if !self.is_running() {
             return;
         }
-        self.signal(libc::SIGTERM);
+        self.signal(nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if !self.is_running() {
@@ -172,7 +166,7 @@ impl Daemon {
         if self.reaped {
             return;
         }
-        self.signal(libc::SIGKILL);
+        self.signal(nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
         self.reaped = true;
     }

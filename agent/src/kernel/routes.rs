@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::StreamExt;
@@ -27,7 +26,7 @@ const ENOENT: i32 = libc::ENOENT;
 const EEXIST: i32 = libc::EEXIST;
 /// Room for the errors of a fully failing batch (each echoes its request and costs ~1 kB of
 /// socket buffer); forced past rmem_max when we are root.
-const RECV_BUFFER: libc::c_int = 8 * 1024 * 1024;
+const RECV_BUFFER: usize = 8 * 1024 * 1024;
 
 type Unsolicited = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
 
@@ -59,7 +58,7 @@ impl KernelRoutes {
         let (mut conn, handle, unsolicited) =
             rtnetlink::proto::new_connection::<RouteNetlinkMessage>(NETLINK_ROUTE)
                 .map_err(|e| KernelError::Socket(e.to_string()))?;
-        set_receive_buffer(conn.socket_mut().as_raw_fd());
+        set_receive_buffer(rtnetlink::sys::AsyncSocket::socket_ref(conn.socket_mut()));
         let connection = tokio::spawn(conn);
         Ok(KernelRoutes {
             handle,
@@ -439,16 +438,11 @@ pub(crate) fn plan(desired: &[DesiredRoute], installed: &[InstalledRoute]) -> Pl
 }
 
 /// Raises the socket's receive buffer so that the errors of a failing batch are not dropped.
-fn set_receive_buffer(fd: std::os::fd::RawFd) {
-    let size = RECV_BUFFER;
-    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let ptr = &size as *const libc::c_int as *const libc::c_void;
-    // SAFETY: plain setsockopt on an fd we own, with a pointer to a live c_int.
-    unsafe {
-        if libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, ptr, len) != 0 {
-            // Not root: take what rmem_max allows. Overruns are still detected and reported.
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, ptr, len);
-        }
+fn set_receive_buffer(fd: &impl std::os::fd::AsFd) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(fd, sockopt::RcvBufForce, &RECV_BUFFER).is_err() {
+        // Not root: take what rmem_max allows. Overruns are still detected and reported.
+        let _ = setsockopt(fd, sockopt::RcvBuf, &RECV_BUFFER);
     }
 }
 

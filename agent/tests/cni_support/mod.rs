@@ -9,27 +9,22 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Proc, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A named namespace (`<prefix>-<pid>-<n>`) deleted on drop, also when a test panics.
+/// A throwaway namespace (`<prefix>-<pid>-<n>`, [`agent::netns::Netns`]: deleted on drop, also
+/// when a test panics), with the JSON helpers these tests read it through.
 pub struct Netns {
     pub name: String,
+    _guard: agent::netns::Netns,
 }
 
 impl Netns {
     pub fn new(prefix: &str) -> Netns {
-        let name = format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        run_ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        run_ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
+        let guard = agent::netns::Netns::create(prefix).expect("create a network namespace");
+        Netns {
+            name: guard.name().to_string(),
+            _guard: guard,
+        }
     }
 
     pub fn path(&self) -> String {
@@ -81,12 +76,6 @@ impl Netns {
             }
         }
         out
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Proc::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 

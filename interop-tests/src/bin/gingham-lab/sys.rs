@@ -3,7 +3,8 @@
 //! guards: it records what it made in its state file and removes exactly that.
 
 use anyhow::{bail, Context, Result};
-use std::path::Path;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use std::process::{Command, Stdio};
 
 /// Runs a command, failing with its stderr when it exits non-zero.
@@ -30,36 +31,23 @@ pub fn ip(ns: &str, args: &[&str]) -> Result<String> {
 }
 
 pub fn netns_exists(name: &str) -> bool {
-    Path::new("/run/netns").join(name).exists()
+    agent::netns::exists(name)
 }
 
+/// Creates `name` (with `lo` up) and leaves it in place: `down` removes it later.
 pub fn netns_add(name: &str) -> Result<()> {
-    run(&["ip", "netns", "add", name])?;
-    ip(name, &["link", "set", "lo", "up"])?;
+    agent::netns::Netns::named(name)?.keep();
     Ok(())
 }
 
 /// Kills what still runs inside the namespace, then deletes it.
 pub fn netns_del(name: &str) -> Result<bool> {
-    if !netns_exists(name) {
-        return Ok(false);
-    }
-    if let Ok(pids) = run(&["ip", "netns", "pids", name]) {
-        for pid in pids
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            // SAFETY: kill(2) with a pid read from the kernel; no memory is involved.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-    run(&["ip", "netns", "del", name])?;
-    Ok(true)
+    Ok(agent::netns::delete(name)?)
 }
 
 pub fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    // Signal 0 only checks that the process exists.
+    pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
 }
 
 /// SIGTERM, then SIGKILL after a short grace: the agent leaves its routes in place on SIGTERM,
@@ -68,14 +56,12 @@ pub fn stop_pid(pid: i32) {
     if !pid_alive(pid) {
         return;
     }
-    // SAFETY: plain signals to a pid we started.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
     for _ in 0..30 {
         if !pid_alive(pid) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
 }
