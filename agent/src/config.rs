@@ -1,5 +1,5 @@
 //! `gingham-agent`'s configuration: flags with environment fallbacks, Calico's variable names
-//! where they exist (DESIGN.md, "Config").
+//! where they exist (the README's flag table lists them).
 //!
 //! Every value is checked while parsing, so a bad one stops the agent at once with clap's
 //! message naming the flag and the value, e.g.

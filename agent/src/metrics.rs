@@ -1,17 +1,27 @@
-//! `/metrics` (Prometheus text format), `/liveness` and `/readiness` on the metrics address.
+//! `/metrics`, `/liveness` and `/readiness` on the metrics address.
 //!
-//! The server is a few lines of HTTP/1.1 over tokio: three GET paths do not earn a web framework's
-//! build time. Metric names follow GoBGP's (`bgp_peer_state`, `bgp_routes_received`, ...) under a
-//! `gingham_` prefix, with FRR-K8s-style session gauges.
+//! The exposition is prometheus-client's (OpenMetrics when the scraper asks for it, Prometheus
+//! text 0.0.4 otherwise): metric types, label escaping and the `_total` suffix of counters are
+//! its business, not ours. Each scrape builds a registry from one snapshot of the agent, so the
+//! numbers of a scrape agree with each other and nothing is kept between scrapes. The HTTP side
+//! is hyper, GET only: the port serves read-only data. Metric names follow GoBGP's
+//! (`bgp_peer_state`, `bgp_routes_received`, ...) under a `gingham_` prefix, with FRR-K8s-style
+//! session gauges.
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::control::api::PeerInfo;
-use std::fmt::Write;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// What the HTTP side asks the agent for.
@@ -53,7 +63,7 @@ pub fn readiness(s: &Snapshot, grace: Duration) -> Result<(), String> {
     Err(format!("BGP not established with {}", down.join(", ")))
 }
 
-fn state_number(state: &str) -> u8 {
+fn state_number(state: &str) -> i64 {
     // The RFC 4271 §8.2.2 order, as GoBGP numbers its session_state label values.
     match state {
         "Idle" => 0,
@@ -66,206 +76,282 @@ fn state_number(state: &str) -> u8 {
     }
 }
 
-/// Renders the Prometheus text exposition format (version 0.0.4).
-pub fn render(s: &Snapshot) -> String {
-    let mut o = String::new();
-    let help = |o: &mut String, name: &str, kind: &str, text: &str| {
-        let _ = writeln!(o, "# HELP {name} {text}\n# TYPE {name} {kind}");
-    };
-    help(&mut o, "gingham_up", "gauge", "1 while the agent runs.");
-    let _ = writeln!(o, "gingham_up{{node=\"{}\"}} 1", s.node);
-    help(
-        &mut o,
-        "gingham_uptime_seconds",
-        "gauge",
-        "Seconds since the agent started.",
-    );
-    let _ = writeln!(o, "gingham_uptime_seconds {}", s.uptime_secs);
-    help(
-        &mut o,
-        "gingham_kernel_routes",
-        "gauge",
-        "Routes this agent holds in the kernel (proto bird and blackholes).",
-    );
-    let _ = writeln!(o, "gingham_kernel_routes {}", s.kernel_routes);
-    help(
-        &mut o,
-        "gingham_ipam_blocks",
-        "gauge",
-        "IPAM blocks affine to this node.",
-    );
-    let _ = writeln!(o, "gingham_ipam_blocks {}", s.local_blocks);
-    help(
-        &mut o,
-        "gingham_endpoints",
-        "gauge",
-        "Pods attached on this node.",
-    );
-    let _ = writeln!(o, "gingham_endpoints {}", s.endpoints);
+type Labels = Vec<(&'static str, String)>;
 
-    help(
-        &mut o,
+fn gauge(reg: &mut Registry, name: &str, help: &str, value: i64) {
+    let g: Gauge = Gauge::default();
+    g.set(value);
+    reg.register(name, help, g);
+}
+
+fn gauges(
+    reg: &mut Registry,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, i64)>,
+) {
+    let f = Family::<Labels, Gauge>::default();
+    for (labels, v) in rows {
+        f.get_or_create(&labels).set(v);
+    }
+    reg.register(name, help, f);
+}
+
+fn counters(
+    reg: &mut Registry,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) {
+    let f = Family::<Labels, Counter>::default();
+    for (labels, v) in rows {
+        f.get_or_create(&labels).inc_by(v);
+    }
+    reg.register(name, help, f);
+}
+
+/// The registry of one scrape.
+pub fn registry(s: &Snapshot) -> Registry {
+    let mut r = Registry::default();
+    let peer = |p: &PeerInfo| -> Labels { vec![("peer", p.address.to_string())] };
+    gauges(
+        &mut r,
+        "gingham_up",
+        "1 while the agent runs",
+        [(vec![("node", s.node.clone())], 1)],
+    );
+    gauge(
+        &mut r,
+        "gingham_uptime_seconds",
+        "Seconds since the agent started",
+        s.uptime_secs as i64,
+    );
+    gauge(
+        &mut r,
+        "gingham_kernel_routes",
+        "Routes this agent holds in the kernel (proto bird and blackholes)",
+        s.kernel_routes as i64,
+    );
+    gauge(
+        &mut r,
+        "gingham_ipam_blocks",
+        "IPAM blocks affine to this node",
+        s.local_blocks as i64,
+    );
+    gauge(
+        &mut r,
+        "gingham_endpoints",
+        "Pods attached on this node",
+        s.endpoints as i64,
+    );
+    gauges(
+        &mut r,
         "gingham_bgp_session_up",
-        "gauge",
-        "1 when the BGP session is Established.",
+        "1 when the BGP session is Established",
+        s.peers.iter().map(|p| {
+            (
+                vec![
+                    ("peer", p.address.to_string()),
+                    ("type", p.peer_type.clone()),
+                ],
+                i64::from(p.state == "Established"),
+            )
+        }),
     );
-    for p in &s.peers {
-        let _ = writeln!(
-            o,
-            "gingham_bgp_session_up{{peer=\"{}\",type=\"{}\"}} {}",
-            p.address,
-            p.peer_type,
-            u8::from(p.state == "Established")
-        );
-    }
-    help(
-        &mut o,
+    gauges(
+        &mut r,
         "gingham_bgp_peer_state",
-        "gauge",
-        "FSM state: 0 Idle, 1 Connect, 2 Active, 3 OpenSent, 4 OpenConfirm, 5 Established.",
+        "FSM state: 0 Idle, 1 Connect, 2 Active, 3 OpenSent, 4 OpenConfirm, 5 Established",
+        s.peers.iter().map(|p| {
+            (
+                vec![
+                    ("peer", p.address.to_string()),
+                    ("session_state", p.state.clone()),
+                ],
+                state_number(&p.state),
+            )
+        }),
     );
-    for p in &s.peers {
-        let _ = writeln!(
-            o,
-            "gingham_bgp_peer_state{{peer=\"{}\",session_state=\"{}\"}} {}",
-            p.address,
-            p.state,
-            state_number(&p.state)
-        );
-    }
-    help(
-        &mut o,
+    gauges(
+        &mut r,
         "gingham_bgp_peer_uptime_seconds",
-        "gauge",
-        "Seconds the session has been Established.",
+        "Seconds the session has been Established",
+        s.peers
+            .iter()
+            .map(|p| (peer(p), p.uptime_secs.unwrap_or(0) as i64)),
     );
-    for p in &s.peers {
-        let _ = writeln!(
-            o,
-            "gingham_bgp_peer_uptime_seconds{{peer=\"{}\"}} {}",
-            p.address,
-            p.uptime_secs.unwrap_or(0)
-        );
-    }
-    help(
-        &mut o,
-        "gingham_bgp_peer_flap_count",
-        "counter",
-        "Times the session left Established.",
+    counters(
+        &mut r,
+        "gingham_bgp_peer_flaps",
+        "Times the session left Established",
+        s.peers.iter().map(|p| (peer(p), p.flaps)),
     );
-    for p in &s.peers {
-        let _ = writeln!(
-            o,
-            "gingham_bgp_peer_flap_count{{peer=\"{}\"}} {}",
-            p.address, p.flaps
-        );
-    }
-    for (name, text, get) in [
+    for (name, help, get) in [
         (
             "gingham_bgp_routes_received",
-            "Prefixes received from the peer.",
+            "Prefixes received from the peer",
             (|p: &PeerInfo| p.prefixes_received) as fn(&PeerInfo) -> u64,
         ),
         (
             "gingham_bgp_routes_accepted",
-            "Prefixes accepted from the peer.",
+            "Prefixes accepted from the peer",
             |p: &PeerInfo| p.prefixes_accepted,
         ),
         (
             "gingham_bgp_routes_advertised",
-            "Prefixes advertised to the peer.",
+            "Prefixes advertised to the peer",
             |p: &PeerInfo| p.prefixes_advertised,
         ),
     ] {
-        help(&mut o, name, "gauge", text);
-        for p in &s.peers {
-            let _ = writeln!(
-                o,
-                "{name}{{peer=\"{}\",route_family=\"ipv4-unicast\"}} {}",
-                p.address,
-                get(p)
-            );
-        }
-    }
-    for (dir, text) in [("received", "in"), ("sent", "out")] {
-        let name = format!("gingham_bgp_{dir}_messages_total");
-        help(
-            &mut o,
-            &name,
-            "counter",
-            &format!("BGP messages {text} by type."),
+        gauges(
+            &mut r,
+            name,
+            help,
+            s.peers.iter().map(|p| {
+                (
+                    vec![
+                        ("peer", p.address.to_string()),
+                        ("route_family", "ipv4-unicast".to_string()),
+                    ],
+                    get(p) as i64,
+                )
+            }),
         );
-        for p in &s.peers {
-            let c = if dir == "received" {
+    }
+    for (name, help, incoming) in [
+        (
+            "gingham_bgp_received_messages",
+            "BGP messages in by type",
+            true,
+        ),
+        (
+            "gingham_bgp_sent_messages",
+            "BGP messages out by type",
+            false,
+        ),
+    ] {
+        let rows = s.peers.iter().flat_map(|p| {
+            let c = if incoming {
                 &p.messages_in
             } else {
                 &p.messages_out
             };
-            for (t, v) in [
+            [
                 ("open", c.open),
                 ("update", c.update),
                 ("notification", c.notification),
                 ("keepalive", c.keepalive),
                 ("route_refresh", c.route_refresh),
-            ] {
-                let _ = writeln!(o, "{name}{{peer=\"{}\",type=\"{t}\"}} {v}", p.address);
-            }
-        }
+            ]
+            .into_iter()
+            .map(|(t, v)| {
+                (
+                    vec![("peer", p.address.to_string()), ("type", t.to_string())],
+                    v,
+                )
+            })
+        });
+        counters(&mut r, name, help, rows);
     }
-    o
+    r
 }
 
-/// Serves the three paths on `listener` until the task is aborted.
-pub fn serve(
-    listener: TcpListener,
+/// The exposition: OpenMetrics when `openmetrics`, else Prometheus text 0.0.4.
+pub fn render(s: &Snapshot, openmetrics: bool) -> (String, &'static str) {
+    let reg = registry(s);
+    let mut out = String::new();
+    if openmetrics {
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+        (
+            out,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &reg);
+        (
+            out,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
     source: Arc<dyn MetricsSource>,
     grace: Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let source = source.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let path = head.split_whitespace().nth(1).unwrap_or("/");
-                let (status, body) = match path {
-                    "/metrics" => ("200 OK", render(&source.snapshot().await)),
-                    "/liveness" => ("200 OK", "live\n".to_string()),
-                    "/readiness" => match readiness(&source.snapshot().await, grace) {
-                        Ok(()) => ("200 OK", "ready\n".to_string()),
-                        Err(e) => (
-                            "503 Service Unavailable",
-                            format!("gingham is not ready: {e}\n"),
-                        ),
-                    },
-                    _ => ("404 Not Found", "not found\n".to_string()),
-                };
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let text = |status: StatusCode, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "read-only: GET only\n".into(),
+        ));
+    }
+    Ok(match req.uri().path() {
+        "/metrics" => {
+            let openmetrics = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/openmetrics-text"));
+            let (body, content_type) = render(&source.snapshot().await, openmetrics);
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(content_type),
+            );
+            r
         }
+        "/liveness" => text(StatusCode::OK, "live\n".into()),
+        "/readiness" => match readiness(&source.snapshot().await, grace) {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(e) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("gingham is not ready: {e}\n"),
+            ),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     })
 }
 
-/// Binds the metrics address, with an error that names the flag.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("--metrics-addr {addr}: {e}"))
+/// Serves the three paths on `listener` for as long as the agent runs.
+pub async fn serve(listener: TcpListener, source: Arc<dyn MetricsSource>, grace: Duration) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::debug!("metrics accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let source = source.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| answer(req, source.clone(), grace));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .header_read_timeout(Duration::from_secs(5))
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!("metrics connection: {e}");
+            }
+        });
+    }
+}
+
+/// Binds the metrics address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
 }
 
 #[cfg(test)]
@@ -323,7 +409,7 @@ mod tests {
             peers: vec![peer("172.18.0.2", "Established")],
             ..Default::default()
         };
-        let text = render(&s);
+        let (text, _) = render(&s, false);
         assert!(text.contains("gingham_bgp_session_up{peer=\"172.18.0.2\",type=\"mesh\"} 1"));
         assert!(text.contains(
             "gingham_bgp_peer_state{peer=\"172.18.0.2\",session_state=\"Established\"} 5"
@@ -339,5 +425,31 @@ mod tests {
                 "undeclared {name}"
             );
         }
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_counters_are_typed() {
+        let s = Snapshot {
+            node: "we\"ird\\node".into(),
+            peers: vec![peer("172.18.0.2", "Established")],
+            ..Default::default()
+        };
+        let (text, content_type) = render(&s, true);
+        assert!(content_type.starts_with("application/openmetrics-text"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains(r#"gingham_up{node="we\"ird\\node"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE gingham_bgp_received_messages counter"));
+        assert!(text.contains(
+            "gingham_bgp_received_messages_total{peer=\"172.18.0.2\",type=\"update\"} 0"
+        ));
+        let (text, content_type) = render(&s, false);
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(
+            text.contains("# TYPE gingham_bgp_peer_flaps_total counter"),
+            "{text}"
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The forwarding sysctls the agent and the CNI plugin set (DESIGN.md, "Kernel").
+//! The forwarding sysctls the agent and the CNI plugin set (docs/ARCHITECTURE.md, "Kernel").
 //!
 //! Paths are under `/proc/sys` of the calling thread's network namespace: `/proc/sys/net` follows
 //! the namespace of the task that opens it, so call these inside the namespace you mean.

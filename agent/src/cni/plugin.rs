@@ -5,6 +5,7 @@ use super::config::NetConf;
 use super::env::CniEnv;
 use super::error::{code, CniError};
 use super::result::{Attachment, CniResult};
+use crate::control::api::ErrorKind;
 use crate::control::api::{Assignment, Command, EndpointRecord};
 use crate::control::{call, ClientError};
 use serde_json::Value;
@@ -62,6 +63,12 @@ fn agent_error(what: &str, e: ClientError) -> CniError {
         ClientError::Connect { .. } | ClientError::Io { .. } => CniError::new(
             code::TRY_AGAIN_LATER,
             format!("gingham-agent not reachable ({what})"),
+            e.to_string(),
+        ),
+        // The agent runs but its datastore does not answer: the runtime should retry later.
+        ClientError::Agent { .. } if e.is_unavailable() => CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!("gingham-agent cannot {what} now"),
             e.to_string(),
         ),
         other => CniError::new(
@@ -220,11 +227,13 @@ pub fn check(conf: &NetConf, env: &CniEnv, dp: &dyn Dataplane) -> Result<(), Cni
         AGENT_TIMEOUT,
     )
     .map_err(|e| match e {
-        ClientError::Agent(msg) => CniError::new(
-            code::CHECK_FAILED,
-            "gingham-agent: endpoint is not as recorded",
-            msg,
-        ),
+        ClientError::Agent { message, kind } if kind != Some(ErrorKind::Unavailable) => {
+            CniError::new(
+                code::CHECK_FAILED,
+                "gingham-agent: endpoint is not as recorded",
+                message,
+            )
+        }
         other => agent_error("endpoint check", other),
     })?;
     Ok(())
@@ -263,7 +272,7 @@ pub fn gc(conf: &NetConf, dp: &dyn Dataplane) -> Result<(), CniError> {
 /// (it proves the agent is up and serving).
 pub fn status(conf: &NetConf) -> Result<(), CniError> {
     match call::<Value>(&conf.control_socket, Command::Summary, STATUS_TIMEOUT) {
-        Ok(_) | Err(ClientError::Agent(_)) => Ok(()),
+        Ok(_) | Err(ClientError::Agent { .. }) => Ok(()),
         Err(e) => Err(CniError::new(
             code::NOT_AVAILABLE,
             "plugin not available",

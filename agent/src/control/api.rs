@@ -92,8 +92,24 @@ pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of error `error` is, so a client can act on it without reading the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ErrorKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+}
+
+/// Kinds of error an answer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Try again later: the datastore or a part of the agent is not available now.
+    Unavailable,
+    /// The request cannot succeed as it is.
+    Invalid,
+    /// What the request names does not exist.
+    NotFound,
+    Internal,
 }
 
 impl Response {
@@ -103,6 +119,7 @@ impl Response {
                 version: API_VERSION,
                 ok: true,
                 error: None,
+                kind: None,
                 result: Some(v),
             },
             Err(e) => Response::err(format!("cannot encode result: {e}")),
@@ -114,7 +131,15 @@ impl Response {
             version: API_VERSION,
             ok: false,
             error: Some(message.into()),
+            kind: None,
             result: None,
+        }
+    }
+
+    pub fn err_kind(message: impl Into<String>, kind: ErrorKind) -> Self {
+        Response {
+            kind: Some(kind),
+            ..Response::err(message)
         }
     }
 }

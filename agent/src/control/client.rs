@@ -1,7 +1,7 @@
 //! Blocking client: routectl and the CNI plugin are short-lived processes with one request each,
 //! so plain std sockets keep them free of an async runtime.
 
-use super::api::{Command, Request, Response, API_VERSION};
+use super::api::{Command, ErrorKind, Request, Response, API_VERSION};
 use serde::de::DeserializeOwned;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -29,8 +29,22 @@ pub enum ClientError {
     #[error("gingham-agent speaks API version {agent}, this client speaks {API_VERSION}")]
     Version { agent: u32 },
     /// The agent answered with an error.
-    #[error("{0}")]
-    Agent(String),
+    #[error("{message}")]
+    Agent {
+        message: String,
+        kind: Option<ErrorKind>,
+    },
+}
+
+impl ClientError {
+    /// The agent or its datastore is not there now: worth trying again later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Io { .. } => true,
+            ClientError::Agent { kind, .. } => *kind == Some(ErrorKind::Unavailable),
+            _ => false,
+        }
+    }
 }
 
 /// Sends one command and decodes the result as `T`.
@@ -69,9 +83,10 @@ pub fn call<T: DeserializeOwned>(
         });
     }
     if !response.ok {
-        return Err(ClientError::Agent(
-            response.error.unwrap_or_else(|| "unknown error".into()),
-        ));
+        return Err(ClientError::Agent {
+            message: response.error.unwrap_or_else(|| "unknown error".into()),
+            kind: response.kind,
+        });
     }
     serde_json::from_value(response.result.unwrap_or(serde_json::Value::Null)).map_err(|source| {
         ClientError::BadResponse {

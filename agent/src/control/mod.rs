@@ -5,4 +5,4 @@ mod client;
 mod server;
 
 pub use client::{call, ClientError};
-pub use server::{serve, Handler, HandlerFuture, ServerError};
+pub use server::{serve, Handler, HandlerFuture, Server, ServerError};

@@ -32,30 +32,36 @@ pub enum ServerError {
     },
 }
 
-/// Binds `path` (replacing a stale socket file left by a previous run) and serves until the
-/// returned task is aborted.
-pub fn serve(
-    path: &Path,
-    handler: Arc<dyn Handler>,
-) -> Result<tokio::task::JoinHandle<()>, ServerError> {
-    let bind_err = |source| ServerError::Bind {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(bind_err)?;
+/// A bound control socket.
+pub struct Server {
+    listener: UnixListener,
+}
+
+impl Server {
+    /// Binds `path` (mode 0600), replacing a stale socket file left by a previous run.
+    pub fn bind(path: &Path) -> Result<Server, ServerError> {
+        let bind_err = |source| ServerError::Bind {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(bind_err)?;
+        }
+        // A socket file from a previous run would make bind fail with EADDRINUSE.
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(bind_err(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(bind_err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+        Ok(Server { listener })
     }
-    // A socket file from a previous run would make bind fail with EADDRINUSE.
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bind_err(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-    Ok(tokio::spawn(async move {
+
+    /// Answers connections, one task each, for as long as the agent runs.
+    pub async fn serve(self, handler: Arc<dyn Handler>) {
         loop {
-            match listener.accept().await {
+            match self.listener.accept().await {
                 Ok((stream, _)) => {
                     let handler = handler.clone();
                     tokio::spawn(async move {
@@ -70,7 +76,16 @@ pub fn serve(
                 }
             }
         }
-    }))
+    }
+}
+
+/// Binds `path` and serves until the returned task is aborted.
+pub fn serve(
+    path: &Path,
+    handler: Arc<dyn Handler>,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    let server = Server::bind(path)?;
+    Ok(tokio::spawn(server.serve(handler)))
 }
 
 async fn answer(stream: UnixStream, handler: Arc<dyn Handler>) -> std::io::Result<()> {
@@ -156,7 +171,7 @@ mod tests {
         .unwrap()
         .unwrap_err();
         assert!(
-            matches!(err, ClientError::Agent(ref m) if m == "not here"),
+            matches!(err, ClientError::Agent { ref message, .. } if message == "not here"),
             "{err}"
         );
 

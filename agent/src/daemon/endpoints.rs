@@ -1,13 +1,13 @@
 //! Pods on this node: the CNI plugin's requests, and the records that let the agent rebuild
 //! host routes after a restart (Calico keeps WorkloadEndpoints in its datastore the same way).
 
+use super::error::AgentError;
 use super::Agent;
 use crate::control::api::{Assignment, EndpointRecord};
 use ipam::resources::{self, Resource, Versioned};
 use ipam::store::Kind;
-use ipam::StoreError;
+use ipam::{Store, StoreError};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 /// Calico's handle for a pod's address: `k8s-pod-network.<container ID>`.
@@ -46,55 +46,29 @@ pub fn record_name(node: &str, container_id: &str) -> String {
     format!("{node}.{container_id}")
 }
 
-/// Interface names in the agent's network namespace. Read from /sys/class/net, which reflects
-/// the namespace the agent was started in (`ip netns exec` remounts it; a host agent sees the host).
-pub fn link_names() -> HashSet<String> {
-    std::fs::read_dir("/sys/class/net")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 impl Agent {
-    pub async fn endpoints_of_this_node(&self) -> Result<Vec<EndpointRecord>, StoreError> {
+    pub async fn endpoints_of_this_node(&self) -> Result<Vec<EndpointRecord>, AgentError> {
         let store = self.store.clone();
         let node = self.node.clone();
-        tokio::task::spawn_blocking(move || {
-            let (items, _corrupt) = resources::list::<WorkloadEndpoint>(store.as_ref())?;
-            Ok(items
-                .into_iter()
-                .map(|v| v.value)
-                .filter(|w| w.node == node)
-                .map(|w| w.endpoint)
-                .collect())
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        tokio::task::spawn_blocking(move || endpoints_of(store.as_ref(), &node)).await?
     }
 
     async fn endpoint_record(
         &self,
         container_id: &str,
-    ) -> Result<Option<Versioned<WorkloadEndpoint>>, StoreError> {
+    ) -> Result<Option<Versioned<WorkloadEndpoint>>, AgentError> {
         let store = self.store.clone();
         let name = record_name(&self.node, container_id);
-        tokio::task::spawn_blocking(move || {
+        Ok(tokio::task::spawn_blocking(move || {
             resources::get::<WorkloadEndpoint>(store.as_ref(), &name)
         })
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        .await??)
     }
 
     /// Who IPAM says holds `ip`.
-    async fn holder_of(&self, ip: Ipv4Addr) -> Result<Option<ipam::Allocation>, String> {
+    async fn holder_of(&self, ip: Ipv4Addr) -> Result<Option<ipam::Allocation>, AgentError> {
         let ipam = self.ipam.clone();
-        tokio::task::spawn_blocking(move || ipam.lookup(ip))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        Ok(tokio::task::spawn_blocking(move || ipam.lookup(ip)).await??)
     }
 
     /// CNI ADD, step 1: an address for the container (the same one on a repeated ADD).
@@ -103,7 +77,7 @@ impl Agent {
         container_id: &str,
         pod: Option<String>,
         namespace: Option<String>,
-    ) -> Result<Assignment, String> {
+    ) -> Result<Assignment, AgentError> {
         let handle = pod_handle(container_id);
         let ip = self.assign(&handle, pod, namespace).await?;
         Ok(Assignment {
@@ -119,7 +93,7 @@ impl Agent {
         handle: &str,
         pod: Option<String>,
         namespace: Option<String>,
-    ) -> Result<Ipv4Addr, String> {
+    ) -> Result<Ipv4Addr, AgentError> {
         let ipam = self.ipam.clone();
         let attrs = ipam::AllocationAttrs {
             node: self.node.clone(),
@@ -127,46 +101,40 @@ impl Agent {
             namespace,
         };
         let handle = handle.to_string();
-        let ip = tokio::task::spawn_blocking(move || ipam.assign(&handle, &attrs))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let ip = tokio::task::spawn_blocking(move || ipam.assign(&handle, &attrs)).await??;
         // Announce a new block before the pod's first packet needs the return route.
-        self.sync_local().await;
+        self.local.refresh().await?;
         Ok(ip)
     }
 
-    pub async fn release(&self, handle: &str) -> Result<Vec<Ipv4Addr>, String> {
+    pub async fn release(&self, handle: &str) -> Result<Vec<Ipv4Addr>, AgentError> {
         let ipam = self.ipam.clone();
         let h = handle.to_string();
-        let released = tokio::task::spawn_blocking(move || ipam.release(&h))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        self.wake_local.notify_one();
+        let released = tokio::task::spawn_blocking(move || ipam.release(&h)).await??;
+        self.local.nudge();
         Ok(released)
     }
 
     /// CNI ADD, step 2: the veth exists; install the host route and record the endpoint.
-    pub async fn endpoint_attach(&self, ep: EndpointRecord) -> Result<EndpointRecord, String> {
+    pub async fn endpoint_attach(&self, ep: EndpointRecord) -> Result<EndpointRecord, AgentError> {
         if !ep.interface.starts_with("cali") {
-            return Err(format!("interface {} is not a cali device", ep.interface));
+            return Err(AgentError::NotCali(ep.interface));
         }
         // The address must be the one IPAM gave this container: never route someone else's.
         let ip = ep.ip;
-        let holder = self.holder_of(ip).await?;
         let handle = pod_handle(&ep.container_id);
-        match holder {
+        match self.holder_of(ip).await? {
             Some(a) if a.handle == handle => {}
-            Some(a) => return Err(format!("{ip} is held by {}, not by {handle}", a.handle)),
-            None => return Err(format!("{ip} is not assigned to {handle}")),
+            Some(a) => {
+                return Err(AgentError::HeldByOther {
+                    ip,
+                    holder: a.handle,
+                    handle,
+                })
+            }
+            None => return Err(AgentError::NotAssigned { ip, handle }),
         }
-        self.kernel
-            .lock()
-            .await
-            .add_host_route(ep.ip, &ep.interface)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.routing.attach_host(ep.ip, &ep.interface).await?;
         let store = self.store.clone();
         let rec = WorkloadEndpoint {
             node: self.node.clone(),
@@ -182,17 +150,11 @@ impl Agent {
                 None => resources::create(store.as_ref(), &name, rec).map(|_| ()),
             }
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         if let Err(e) = saved {
             // Without a record the route would be orphaned after a restart: undo it.
-            let _ = self
-                .kernel
-                .lock()
-                .await
-                .delete_host_route(ep.ip, &ep.interface)
-                .await;
-            return Err(format!("recording endpoint: {e}"));
+            let _ = self.routing.detach_host(ep.ip, &ep.interface).await;
+            return Err(AgentError::RecordEndpoint(e));
         }
         tracing::info!(
             "endpoint {} ({:?}/{:?}): {} dev {}",
@@ -206,27 +168,16 @@ impl Agent {
     }
 
     /// CNI DEL: host route, record, address. Each step tolerates "already gone".
-    pub async fn endpoint_release(&self, container_id: &str) -> Result<Assignment, String> {
-        if let Some(v) = self
-            .endpoint_record(container_id)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+    pub async fn endpoint_release(&self, container_id: &str) -> Result<Assignment, AgentError> {
+        if let Some(v) = self.endpoint_record(container_id).await? {
             let ep = &v.value.endpoint;
-            self.kernel
-                .lock()
-                .await
-                .delete_host_route(ep.ip, &ep.interface)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.routing.detach_host(ep.ip, &ep.interface).await?;
             let store = self.store.clone();
             tokio::task::spawn_blocking(move || match resources::delete(store.as_ref(), &v) {
                 Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
                 Err(e) => Err(e),
             })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .await??;
         }
         let handle = pod_handle(container_id);
         let released = self.release(&handle).await?;
@@ -237,31 +188,40 @@ impl Agent {
     }
 
     /// CNI CHECK: recorded, address still held by the container, host route present.
-    pub async fn endpoint_check(&self, container_id: &str) -> Result<EndpointRecord, String> {
+    pub async fn endpoint_check(&self, container_id: &str) -> Result<EndpointRecord, AgentError> {
         let v = self
             .endpoint_record(container_id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no endpoint recorded for container {container_id}"))?;
+            .await?
+            .ok_or_else(|| AgentError::NoEndpoint(container_id.to_string()))?;
         let ep = v.value.endpoint;
         let holder = self.holder_of(ep.ip).await?;
         if holder.map(|a| a.handle) != Some(pod_handle(container_id)) {
-            return Err(format!(
-                "{} is no longer assigned to container {container_id}",
-                ep.ip
-            ));
+            return Err(AgentError::NoLongerAssigned {
+                ip: ep.ip,
+                container_id: container_id.to_string(),
+            });
         }
-        let routes = self
-            .kernel
-            .lock()
-            .await
-            .list_owned()
-            .await
-            .map_err(|e| e.to_string())?;
         let want = crate::kernel::DesiredRoute::host(ep.ip, &ep.interface);
-        if !routes.iter().any(|r| r.desired() == want) {
-            return Err(format!("host route {want} is missing"));
+        let present = self
+            .kernel_route(ep.ip)
+            .await?
+            .and_then(|r| r.ours)
+            .is_some_and(|r| r.desired() == want);
+        if !present {
+            return Err(AgentError::HostRouteMissing(want.to_string()));
         }
         Ok(ep)
     }
+}
+
+/// The endpoints recorded for `node` (read at start, so the routing owner keeps their host
+/// routes from the first reconcile on).
+pub fn endpoints_of(store: &dyn Store, node: &str) -> Result<Vec<EndpointRecord>, AgentError> {
+    let (items, _corrupt) = resources::list::<WorkloadEndpoint>(store)?;
+    Ok(items
+        .into_iter()
+        .map(|v| v.value)
+        .filter(|w| w.node == node)
+        .map(|w| w.endpoint)
+        .collect())
 }

@@ -1,11 +1,14 @@
-//! Answers control-socket requests and metrics scrapes from the agent's state.
+//! Answers control-socket requests and metrics scrapes. Everything here is typed
+//! ([`AgentError`]); it becomes text only in [`AgentHandler::handle`], at the socket.
 
+use super::error::AgentError;
 use super::Agent;
 use crate::control::api::{
     Assignment, BlockInfo, BlocksReport, Command, IpInfo, IpamPolicy, IpamReport, MessageCounts,
     NodeRemoved, PeerInfo, Request, Response, RouteInfo, Summary, Trace,
 };
 use crate::control::{Handler, HandlerFuture};
+use crate::kernel::{KernelRoute, KernelRoutes, RouteTarget};
 use crate::metrics::{MetricsSource, Snapshot};
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -20,7 +23,7 @@ impl Handler for AgentHandler {
         Box::pin(async move {
             match self.0.answer(request.command).await {
                 Ok(r) => r,
-                Err(e) => Response::err(e),
+                Err(e) => Response::err_kind(e.to_string(), e.kind()),
             }
         })
     }
@@ -42,6 +45,7 @@ fn counts(c: &bgp::MessageCounts) -> MessageCounts {
     }
 }
 
+/// The speaker's view of a peer in routectl's JSON shape (its field names are an interface).
 pub fn peer_info(p: &bgp::PeerStatus) -> PeerInfo {
     PeerInfo {
         address: p.address,
@@ -67,55 +71,40 @@ pub fn peer_info(p: &bgp::PeerStatus) -> PeerInfo {
 
 /// Runs synchronous IPAM work off the async threads.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| e.to_string())?
+    f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
+) -> Result<T, AgentError> {
+    tokio::task::spawn_blocking(f).await?
 }
 
 impl Agent {
-    async fn peers(&self) -> Result<Vec<PeerInfo>, String> {
-        let status = self.speaker.status().await.map_err(|e| e.to_string())?;
+    async fn peers(&self) -> Result<Vec<PeerInfo>, AgentError> {
+        let status = self.speaker.status().await?;
         Ok(status.peers.iter().map(peer_info).collect())
     }
 
-    async fn routes_view(&self) -> Result<Vec<RouteInfo>, String> {
-        let routes = self.speaker.routes().await.map_err(|e| e.to_string())?;
-        let st = self.routes.lock().await;
+    async fn routes_view(&self) -> Result<Vec<RouteInfo>, AgentError> {
+        let routes = self.speaker.routes().await?;
+        let view = self.routing.view().await?;
         Ok(routes
             .into_iter()
-            .map(|r| {
-                let in_kernel = r.best
-                    && if r.source == bgp::RouteSource::Local {
-                        st.blackholes.contains(&r.prefix)
-                    } else {
-                        st.via.get(&r.prefix) == Some(&r.next_hop)
-                    };
-                RouteInfo {
-                    prefix: r.prefix,
-                    next_hop: r.next_hop,
-                    as_path: r.as_path,
-                    origin: r.origin,
-                    local_pref: r.local_pref,
-                    med: r.med,
-                    source: r.source.to_string(),
-                    best: r.best,
-                    in_kernel,
-                    reason: r.reason,
-                }
+            .map(|r| RouteInfo {
+                in_kernel: r.best && view.in_kernel(r.prefix, r.source, r.next_hop, self.ip),
+                prefix: r.prefix,
+                next_hop: r.next_hop,
+                as_path: r.as_path,
+                origin: r.origin,
+                local_pref: r.local_pref,
+                med: r.med,
+                source: r.source.to_string(),
+                best: r.best,
+                reason: r.reason,
             })
             .collect())
     }
 
-    async fn blocks_report(&self) -> Result<BlocksReport, String> {
+    async fn blocks_report(&self) -> Result<BlocksReport, AgentError> {
         let ipam = self.ipam.clone();
-        let (usage, blocks) = blocking(move || {
-            let usage = ipam.pool_usage().map_err(|e| e.to_string())?;
-            let blocks = ipam.blocks().map_err(|e| e.to_string())?;
-            Ok((usage, blocks))
-        })
-        .await?;
+        let (usage, blocks) = blocking(move || Ok((ipam.pool_usage()?, ipam.blocks()?))).await?;
         Ok(BlocksReport {
             pool: usage.cidr,
             block_size: usage.block_size,
@@ -134,17 +123,13 @@ impl Agent {
         })
     }
 
-    async fn ip_info(&self, ip: Ipv4Addr) -> Result<IpInfo, String> {
+    async fn ip_info(&self, ip: Ipv4Addr) -> Result<IpInfo, AgentError> {
         let ipam = self.ipam.clone();
         let (alloc, block) = blocking(move || {
-            let alloc = ipam.lookup(ip).map_err(|e| e.to_string())?;
+            let alloc = ipam.lookup(ip)?;
             // The block that would hold it, and whether it exists (claimed) and whose it is.
             let block = match ipam.pool().block_of(ip) {
-                Some(cidr) => ipam
-                    .blocks()
-                    .map_err(|e| e.to_string())?
-                    .into_iter()
-                    .find(|b| b.cidr == cidr),
+                Some(cidr) => ipam.blocks()?.into_iter().find(|b| b.cidr == cidr),
                 None => None,
             };
             Ok((alloc, block))
@@ -162,7 +147,17 @@ impl Agent {
         })
     }
 
-    async fn trace(&self, ip: Ipv4Addr) -> Result<Trace, String> {
+    /// The kernel's route for `ip`. The routing owner is the only writer of the kernel;
+    /// reading it is anyone's, on a socket of its own.
+    pub(super) async fn kernel_route(
+        &self,
+        ip: Ipv4Addr,
+    ) -> Result<Option<KernelRoute>, AgentError> {
+        let mut k = KernelRoutes::new()?;
+        Ok(k.lookup(ip).await?)
+    }
+
+    async fn trace(&self, ip: Ipv4Addr) -> Result<Trace, AgentError> {
         let info = self.ip_info(ip).await?;
         let pool = self.ipam.pool().cidr;
         let in_pool = pool.contains(&ip);
@@ -198,33 +193,17 @@ impl Agent {
             steps.push("it is not assigned to anything".into());
         }
 
-        // The kernel route: longest prefix match over this node's routes.
-        let installed = self
-            .kernel
-            .lock()
-            .await
-            .list_owned()
-            .await
-            .map_err(|e| e.to_string())?;
-        let best = installed
-            .iter()
-            .filter(|r| r.prefix.contains(&ip))
-            .max_by_key(|r| r.prefix.prefix_len());
-        let kernel_route = best.map(|r| {
-            let mut text = r.desired().to_string();
-            if let (crate::kernel::RouteTarget::Via(_), Some(dev)) = (&r.target, &r.ifname) {
-                text = text.replace(" proto bird", &format!(" dev {dev} proto bird"));
-            }
-            text
-        });
+        // The kernel route: what `ip route get fibmatch` answers.
+        let route = self.kernel_route(ip).await?;
+        let ours = route.as_ref().and_then(|r| r.ours.clone());
+        let kernel_route = ours.as_ref().and(route.as_ref()).map(|r| r.to_string());
         match &kernel_route {
             Some(r) => steps.push(format!("this node's kernel uses: {r}")),
             None => steps.push("no Gingham route covers it here: the kernel's other routes (e.g. the default route) decide".into()),
         }
         let endpoint = self
             .endpoints_of_this_node()
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_iter()
             .find(|e| e.ip == ip);
         let owner_is_local =
@@ -238,13 +217,17 @@ impl Agent {
                 ep.pod_interface,
                 ep.netns
             ));
-        } else if let Some(crate::kernel::RouteTarget::Via(gw)) = best.map(|r| &r.target) {
+        } else if let Some(RouteTarget::Via(gw)) = ours.as_ref().map(|r| &r.target) {
             steps.push(format!(
                 "packets leave through {} to {gw}, unencapsulated",
-                best.and_then(|r| r.ifname.clone())
+                ours.as_ref()
+                    .and_then(|r| r.ifname.clone())
                     .unwrap_or_else(|| "?".into())
             ));
-        } else if best.is_some_and(|r| r.target == crate::kernel::RouteTarget::Blackhole) {
+        } else if ours
+            .as_ref()
+            .is_some_and(|r| r.target == RouteTarget::Blackhole)
+        {
             steps.push(
                 "the block is ours but no pod holds this address: dropped by the blackhole".into(),
             );
@@ -270,13 +253,18 @@ impl Agent {
     }
 
     pub async fn snapshot(&self) -> Snapshot {
-        let peers = self.peers().await.unwrap_or_default();
-        let st = self.routes.lock().await;
-        let (kernel_routes, local_blocks) = (
-            (st.via.len() + st.blackholes.len()) as u64,
-            st.blocks.len() as u64,
-        );
-        drop(st);
+        let status = self.speaker.status().await.ok();
+        let peers = status
+            .as_ref()
+            .map(|s| s.peers.iter().map(peer_info).collect())
+            .unwrap_or_default();
+        let view = self.routing.view().await.unwrap_or_default();
+        let failed_peer_routes = view
+            .failed
+            .iter()
+            .filter(|p| !view.blocks.contains(p))
+            .count() as u64;
+        let peer_routes = status.map_or(0, |s| s.peer_best_routes);
         let endpoints = self
             .endpoints_of_this_node()
             .await
@@ -285,14 +273,66 @@ impl Agent {
         Snapshot {
             node: self.node.clone(),
             peers,
-            kernel_routes,
-            local_blocks,
+            kernel_routes: peer_routes.saturating_sub(failed_peer_routes)
+                + view.blackholes() as u64,
+            local_blocks: view.blocks.len() as u64,
             endpoints,
             uptime_secs: self.started.elapsed().as_secs(),
         }
     }
 
-    async fn answer(&self, cmd: Command) -> Result<Response, String> {
+    async fn ipam_configure(
+        &self,
+        strict_affinity: Option<bool>,
+        max_blocks_per_node: Option<u32>,
+    ) -> Result<IpamPolicy, AgentError> {
+        let ipam = self.ipam.clone();
+        let cfg = blocking(move || {
+            let mut cfg = ipam.config()?;
+            let changed = strict_affinity.is_some() || max_blocks_per_node.is_some();
+            if let Some(v) = strict_affinity {
+                cfg.strict_affinity = v;
+            }
+            if let Some(v) = max_blocks_per_node {
+                cfg.max_blocks_per_host = v;
+            }
+            if changed {
+                ipam.set_config(cfg.clone())?;
+            }
+            Ok(cfg)
+        })
+        .await?;
+        Ok(IpamPolicy {
+            strict_affinity: cfg.strict_affinity,
+            max_blocks_per_node: cfg.block_limit(),
+        })
+    }
+
+    async fn node_remove(&self, name: String) -> Result<NodeRemoved, AgentError> {
+        if name == self.node {
+            return Err(AgentError::RemoveSelf(name));
+        }
+        let (store, ipam, n) = (self.store.clone(), self.ipam.clone(), name.clone());
+        let (registered, freed) = blocking(move || {
+            let registered = ipam::NodeRegistry::new(store).remove(&n)?;
+            let freed = ipam.release_node(&n)?;
+            Ok((registered, freed))
+        })
+        .await?;
+        tracing::info!(
+            "node {name} removed: {} addresses and {} blocks freed",
+            freed.addresses.len(),
+            freed.blocks.len()
+        );
+        Ok(NodeRemoved {
+            name,
+            registered,
+            addresses: freed.addresses,
+            blocks: freed.blocks,
+        })
+    }
+
+    async fn answer(&self, cmd: Command) -> Result<Response, AgentError> {
         Ok(match cmd {
             Command::Summary => Response::ok(&Summary {
                 node: self.node.clone(),
@@ -304,15 +344,10 @@ impl Agent {
             Command::Peers => Response::ok(&self.peers().await?),
             Command::Routes => Response::ok(&self.routes_view().await?),
             Command::Blocks => Response::ok(&self.blocks_report().await?),
-            Command::Endpoints => Response::ok(
-                &self
-                    .endpoints_of_this_node()
-                    .await
-                    .map_err(|e| e.to_string())?,
-            ),
+            Command::Endpoints => Response::ok(&self.endpoints_of_this_node().await?),
             Command::IpamCheck => {
                 let ipam = self.ipam.clone();
-                let problems = blocking(move || ipam.check().map_err(|e| e.to_string())).await?;
+                let problems = blocking(move || Ok(ipam.check()?)).await?;
                 Response::ok(&IpamReport {
                     problems: problems.iter().map(|p| p.to_string()).collect(),
                     fixed: vec![],
@@ -320,13 +355,9 @@ impl Agent {
             }
             Command::IpamRepair => {
                 let ipam = self.ipam.clone();
-                let (problems, report) = blocking(move || {
-                    let problems = ipam.check().map_err(|e| e.to_string())?;
-                    let report = ipam.repair().map_err(|e| e.to_string())?;
-                    Ok((problems, report))
-                })
-                .await?;
-                self.wake_local.notify_one();
+                let (problems, report) =
+                    blocking(move || Ok((ipam.check()?, ipam.repair()?))).await?;
+                self.local.nudge();
                 Response::ok(&IpamReport {
                     problems: problems.iter().map(|p| p.to_string()).collect(),
                     fixed: report
@@ -340,28 +371,11 @@ impl Agent {
             Command::IpamConfigure {
                 strict_affinity,
                 max_blocks_per_node,
-            } => {
-                let ipam = self.ipam.clone();
-                let cfg = blocking(move || {
-                    let mut cfg = ipam.config().map_err(|e| e.to_string())?;
-                    let changed = strict_affinity.is_some() || max_blocks_per_node.is_some();
-                    if let Some(v) = strict_affinity {
-                        cfg.strict_affinity = v;
-                    }
-                    if let Some(v) = max_blocks_per_node {
-                        cfg.max_blocks_per_host = v;
-                    }
-                    if changed {
-                        ipam.set_config(cfg.clone()).map_err(|e| e.to_string())?;
-                    }
-                    Ok(cfg)
-                })
-                .await?;
-                Response::ok(&IpamPolicy {
-                    strict_affinity: cfg.strict_affinity,
-                    max_blocks_per_node: cfg.block_limit(),
-                })
-            }
+            } => Response::ok(
+                &self
+                    .ipam_configure(strict_affinity, max_blocks_per_node)
+                    .await?,
+            ),
             Command::IpamAssign { handle, .. } => {
                 let ip = self.assign(&handle, None, None).await?;
                 Response::ok(&Assignment {
@@ -377,31 +391,7 @@ impl Agent {
                 })
             }
             Command::Trace { ip } => Response::ok(&self.trace(ip).await?),
-            Command::NodeRemove { name } => {
-                if name == self.node {
-                    return Err(format!("{name} is this node: remove it from another node, after stopping its agent"));
-                }
-                let (store, ipam, n) = (self.store.clone(), self.ipam.clone(), name.clone());
-                let (registered, freed) = blocking(move || {
-                    let registered = ipam::NodeRegistry::new(store)
-                        .remove(&n)
-                        .map_err(|e| e.to_string())?;
-                    let freed = ipam.release_node(&n).map_err(|e| e.to_string())?;
-                    Ok((registered, freed))
-                })
-                .await?;
-                tracing::info!(
-                    "node {name} removed: {} addresses and {} blocks freed",
-                    freed.addresses.len(),
-                    freed.blocks.len()
-                );
-                Response::ok(&NodeRemoved {
-                    name,
-                    registered,
-                    addresses: freed.addresses,
-                    blocks: freed.blocks,
-                })
-            }
+            Command::NodeRemove { name } => Response::ok(&self.node_remove(name).await?),
             Command::EndpointAssign {
                 container_id,
                 pod,

@@ -4,6 +4,7 @@
 //! One TCP session per pair: the node with the higher IP waits passively (Calico's rule, from
 //! projectcalico/node PR #79), so two nodes restarting together do not race two connections.
 
+use super::error::AgentError;
 use bgp::{PeerConfig, SpeakerHandle};
 use ipam::registry::NodeRegistry;
 use ipam::resources::{NodeRecord, TypedEvent};
@@ -25,25 +26,34 @@ pub fn mesh_peer(me: Ipv4Addr, other: &NodeRecord, port: u16, hold_time: u16) ->
     }
 }
 
-/// Runs until the speaker goes away. `explicit` peers win over mesh entries with the same address.
+/// What the mesh task needs to know about this node.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    pub node: String,
+    pub me: Ipv4Addr,
+    pub port: u16,
+    pub hold_time: u16,
+    /// `--peer` addresses: they win over mesh entries with the same address.
+    pub explicit: Vec<IpAddr>,
+}
+
+/// Follows the registry for as long as the agent runs; an error (no watch, the speaker gone)
+/// stops the agent, since a node that cannot follow the mesh is cut off from new nodes.
 pub async fn run(
     registry: NodeRegistry,
     speaker: SpeakerHandle,
-    node: String,
-    me: Ipv4Addr,
-    port: u16,
-    hold_time: u16,
-    explicit: Vec<IpAddr>,
-) {
+    cfg: MeshConfig,
+) -> Result<(), AgentError> {
+    let MeshConfig {
+        node,
+        me,
+        port,
+        hold_time,
+        explicit,
+    } = cfg;
     // The registry watch is blocking (std channel): a thread forwards its events.
     let (tx, mut rx) = mpsc::channel::<TypedEvent<NodeRecord>>(256);
-    let watch = match registry.watch() {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!("cannot watch the node registry, the mesh stays empty: {e}");
-            return;
-        }
-    };
+    let watch = tokio::task::spawn_blocking(move || registry.watch()).await??;
     std::thread::Builder::new()
         .name("mesh-watch".into())
         .spawn(move || loop {
@@ -77,7 +87,10 @@ pub async fn run(
                     if old.address == rec.address && old.asn == rec.asn {
                         continue; // a heartbeat, nothing to change
                     }
-                    let _ = speaker.remove_peer(IpAddr::V4(old.address)).await;
+                    match speaker.remove_peer(IpAddr::V4(old.address)).await {
+                        Ok(()) | Err(bgp::SpeakerError::NoSuchPeer(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 tracing::info!(
                     "mesh: peering with node {} at {} (AS {})",
@@ -85,16 +98,24 @@ pub async fn run(
                     rec.address,
                     rec.asn
                 );
-                if let Err(e) = speaker.add_peer(mesh_peer(me, &rec, port, hold_time)).await {
-                    tracing::warn!("mesh: cannot add peer {}: {e}", rec.address);
+                match speaker.add_peer(mesh_peer(me, &rec, port, hold_time)).await {
+                    Ok(()) => {}
+                    Err(bgp::SpeakerError::Stopped) => {
+                        return Err(bgp::SpeakerError::Stopped.into())
+                    }
+                    Err(e) => tracing::warn!("mesh: cannot add peer {}: {e}", rec.address),
                 }
                 peers.insert(v.name, rec);
             }
             TypedEvent::Deleted(name) => {
                 if let Some(old) = peers.remove(&name) {
                     tracing::info!("mesh: node {name} left; removing peer {}", old.address);
-                    if let Err(e) = speaker.remove_peer(IpAddr::V4(old.address)).await {
-                        tracing::warn!("mesh: removing peer {}: {e}", old.address);
+                    match speaker.remove_peer(IpAddr::V4(old.address)).await {
+                        Ok(()) => {}
+                        Err(bgp::SpeakerError::Stopped) => {
+                            return Err(bgp::SpeakerError::Stopped.into())
+                        }
+                        Err(e) => tracing::warn!("mesh: removing peer {}: {e}", old.address),
                     }
                 }
             }
@@ -104,6 +125,10 @@ pub async fn run(
             }
         }
     }
+    Err(AgentError::TaskEnded {
+        task: "node registry watch",
+        reason: None,
+    })
 }
 
 #[cfg(test)]

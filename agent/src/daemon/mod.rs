@@ -1,29 +1,33 @@
 //! The node daemon: wires IPAM, the BGP speaker, the kernel and the control socket together.
 //!
-//! ```text
-//!  registry watch ──► mesh ──add/remove peer──► Speaker ──best routes──► follow_best_routes ──► kernel
-//!                                                  ▲                                              ▲
-//!  IPAM (blocks, borrowed /32s) ──► keep_in_step ──┘ announce/withdraw       blackholes, sweep ───┘
-//!  control socket (routectl, gingham-cni) ──► AgentHandler ──► IPAM, endpoints, kernel host routes
-//! ```
+//! The tasks and the channels between them are drawn at the top of [`routing`], the one owner
+//! of the node's routing state. Every task runs under the [`supervisor`]: the first to end stops
+//! the agent with a non-zero exit (routes stay in the kernel; the DaemonSet restarts it).
+//! Shared by the tasks is only [`Agent`]: immutable settings and handles (channels to their
+//! owners), no locks.
 
 pub mod endpoints;
+pub mod error;
 pub mod handler;
+pub mod local;
 pub mod mesh;
-pub mod routes;
+pub mod routing;
+pub mod supervisor;
+
+pub use error::AgentError;
 
 use crate::kernel::KernelRoutes;
-use bgp::{PeerConfig, Speaker, SpeakerConfig, SpeakerHandle};
+use bgp::{PeerConfig, PeerKind, Speaker, SpeakerConfig, SpeakerHandle};
 use ipam::registry::NodeRegistry;
 use ipam::resources::NodeRecord;
 use ipam::store::Store;
 use ipnet::Ipv4Net;
-use routes::RouteState;
+use routing::{RoutingConfig, RoutingHandle, RoutingOwner};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{Mutex, Notify};
+use supervisor::Supervisor;
 
 /// Everything the daemon needs, resolved (addresses autodetected, flags validated).
 #[derive(Debug, Clone)]
@@ -44,7 +48,7 @@ pub struct DaemonSettings {
     pub block_size: u8,
 }
 
-/// The running agent's shared state.
+/// What the request handlers share: settings and handles, nothing mutable.
 pub struct Agent {
     pub node: String,
     pub ip: Ipv4Addr,
@@ -53,30 +57,9 @@ pub struct Agent {
     pub speaker: SpeakerHandle,
     pub store: Arc<dyn Store>,
     pub ipam: Arc<ipam::Ipam>,
-    pub kernel: Mutex<KernelRoutes>,
-    pub routes: Mutex<RouteState>,
-    pub advertise: Vec<Ipv4Net>,
-    /// Wakes the local-announcement loop after an IPAM change.
-    pub wake_local: Notify,
+    pub routing: RoutingHandle,
+    pub local: local::LocalHandle,
     pub started: Instant,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    #[error("--datastore {spec}: {reason}")]
-    Datastore { spec: String, reason: String },
-    #[error("IPAM: {0}")]
-    Ipam(String),
-    #[error("registering node {node}: {reason}")]
-    Register { node: String, reason: String },
-    #[error("BGP: {0}")]
-    Bgp(String),
-    #[error("kernel: {0}")]
-    Kernel(String),
-    #[error("{0}")]
-    Control(String),
-    #[error("{0}")]
-    Metrics(String),
 }
 
 fn now_secs() -> u64 {
@@ -86,14 +69,14 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs the agent until SIGTERM or SIGINT. On stop it sends Cease to its peers and leaves its
-/// kernel routes in place (like BIRD's `persist`), so forwarding survives a restart.
-pub async fn run(cfg: DaemonSettings) -> Result<(), DaemonError> {
-    let ds_err = |reason: String| DaemonError::Datastore {
+/// Runs the agent until SIGTERM or SIGINT (`Ok`), or until one of its tasks ends (`Err`, naming
+/// it). On stop it sends Cease to its peers and leaves its kernel routes in place (like BIRD's
+/// `persist`), so forwarding survives a restart.
+pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
+    let store = ipam::store::open(&cfg.datastore).map_err(|source| AgentError::Datastore {
         spec: cfg.datastore.clone(),
-        reason,
-    };
-    let store = ipam::store::open(&cfg.datastore).map_err(|e| ds_err(e.to_string()))?;
+        source,
+    })?;
     let ipam_cfg = ipam::IpamSettings {
         pool_cidr: cfg.pool,
         block_size: cfg.block_size,
@@ -102,9 +85,7 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), DaemonError> {
     let ipam = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || ipam::Ipam::open(store, ipam_cfg).map(Arc::new))
-            .await
-            .map_err(|e| DaemonError::Ipam(e.to_string()))?
-            .map_err(|e| DaemonError::Ipam(e.to_string()))?
+            .await??
     };
     let registry = NodeRegistry::new(store.clone());
     let record = NodeRecord {
@@ -116,21 +97,23 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), DaemonError> {
     {
         let registry = registry.clone();
         tokio::task::spawn_blocking(move || registry.register(&record))
-            .await
-            .map_err(|e| DaemonError::Register {
+            .await?
+            .map_err(|source| AgentError::Register {
                 node: cfg.node.clone(),
-                reason: e.to_string(),
-            })?
-            .map_err(|e| DaemonError::Register {
-                node: cfg.node.clone(),
-                reason: e.to_string(),
+                source,
             })?;
     }
+    // The pods recorded on this node: the routing owner keeps their host routes.
+    let endpoints = {
+        let (store, node) = (store.clone(), cfg.node.clone());
+        tokio::task::spawn_blocking(move || endpoints::endpoints_of(store.as_ref(), &node))
+            .await??
+    };
 
     if let Err(e) = crate::sysctl::enable_ip_forward() {
         tracing::warn!("cannot set net.ipv4.ip_forward=1: {e}");
     }
-    let kernel = KernelRoutes::new().map_err(|e| DaemonError::Kernel(e.to_string()))?;
+    let kernel = KernelRoutes::new()?;
 
     let speaker = Speaker::start(SpeakerConfig {
         local_as: cfg.asn,
@@ -143,34 +126,22 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), DaemonError> {
         connect_retry: Duration::from_secs(5),
     })
     .await
-    .map_err(|e| {
-        DaemonError::Bgp(format!(
-            "starting the speaker on port {}: {e}",
-            cfg.bgp_port
-        ))
+    .map_err(|source| AgentError::Listen {
+        port: cfg.bgp_port,
+        source,
     })?;
 
-    let agent = Arc::new(Agent {
-        node: cfg.node.clone(),
-        ip: cfg.ip,
-        asn: cfg.asn,
-        router_id: cfg.router_id,
-        speaker: speaker.clone(),
-        store: store.clone(),
-        ipam,
-        kernel: Mutex::new(kernel),
-        routes: Mutex::new(RouteState::default()),
-        advertise: cfg.advertise.clone(),
-        wake_local: Notify::new(),
-        started: Instant::now(),
-    });
-
-    // Kernel first: subscribe before peers come up so no best route is missed.
-    let rx = speaker
-        .subscribe()
-        .await
-        .map_err(|e| DaemonError::Bgp(e.to_string()))?;
-    tokio::spawn(routes::follow_best_routes(agent.clone(), rx));
+    // The kernel's subscription first, before any peer comes up, so no best route is missed.
+    let routes = speaker.subscribe().await?;
+    let (routing_tx, routing_rx) = tokio::sync::mpsc::channel(routing::INBOX);
+    let routing = RoutingHandle::new(routing_tx);
+    let owner = RoutingOwner::new(
+        RoutingConfig::new(cfg.ip, cfg.advertise.clone()),
+        kernel,
+        speaker.clone(),
+        endpoints.iter().map(|e| (e.ip, e.interface.clone())),
+    );
+    let (local, local_rx) = local::channel();
 
     let mut explicit = Vec::new();
     for (address, port, asn) in &cfg.peers {
@@ -182,38 +153,85 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), DaemonError> {
             passive: false,
             local_address: Some(IpAddr::V4(cfg.ip)),
             hold_time: Some(cfg.hold_time),
-            kind: bgp::PeerKind::Explicit,
+            kind: PeerKind::Explicit,
         };
         speaker
             .add_peer(p)
             .await
-            .map_err(|e| DaemonError::Bgp(format!("--peer {address}: {e}")))?;
+            .map_err(|source| AgentError::Peer {
+                address: *address,
+                source,
+            })?;
     }
-    if cfg.mesh {
-        tokio::spawn(mesh::run(
-            registry.clone(),
-            speaker.clone(),
-            cfg.node.clone(),
-            cfg.ip,
-            cfg.bgp_port,
-            cfg.hold_time,
-            explicit,
-        ));
-    }
-    tokio::spawn(routes::keep_in_step(
-        agent.clone(),
-        Duration::from_secs(20),
-        Duration::from_secs(30),
-    ));
-    tokio::spawn(housekeeping(agent.clone(), registry));
 
+    let agent = Arc::new(Agent {
+        node: cfg.node.clone(),
+        ip: cfg.ip,
+        asn: cfg.asn,
+        router_id: cfg.router_id,
+        speaker: speaker.clone(),
+        store: store.clone(),
+        ipam: ipam.clone(),
+        routing: routing.clone(),
+        local: local.clone(),
+        started: Instant::now(),
+    });
     let handler = Arc::new(handler::AgentHandler(agent.clone()));
-    let control = crate::control::serve(&cfg.control_socket, handler.clone())
-        .map_err(|e| DaemonError::Control(format!("--control-socket: {e}")))?;
-    let listener = crate::metrics::bind(cfg.metrics_addr)
+    let control = crate::control::Server::bind(&cfg.control_socket)?;
+    let metrics = crate::metrics::bind(cfg.metrics_addr)
         .await
-        .map_err(DaemonError::Metrics)?;
-    let metrics = crate::metrics::serve(listener, handler, Duration::from_secs(30));
+        .map_err(|source| AgentError::Metrics {
+            addr: cfg.metrics_addr,
+            source,
+        })?;
+
+    let mut tasks = Supervisor::new();
+    tasks.spawn("routing owner", owner.run(routes, routing_rx));
+    tasks.spawn(
+        "local",
+        local::run(
+            ipam.clone(),
+            cfg.node.clone(),
+            routing,
+            local_rx,
+            local::POLL_EVERY,
+        ),
+    );
+    if cfg.mesh {
+        tasks.spawn(
+            "mesh",
+            mesh::run(
+                registry.clone(),
+                speaker.clone(),
+                mesh::MeshConfig {
+                    node: cfg.node.clone(),
+                    me: cfg.ip,
+                    port: cfg.bgp_port,
+                    hold_time: cfg.hold_time,
+                    explicit,
+                },
+            ),
+        );
+    }
+    tasks.spawn("housekeeping", housekeeping(agent.clone(), registry));
+    {
+        let speaker = speaker.clone();
+        tasks.spawn("speaker", async move {
+            speaker.closed().await;
+            Ok(())
+        });
+    }
+    {
+        let handler = handler.clone();
+        tasks.spawn("control socket", async move {
+            control.serve(handler).await;
+            Ok(())
+        });
+    }
+    tasks.spawn("metrics", async move {
+        crate::metrics::serve(metrics, handler, Duration::from_secs(30)).await;
+        Ok(())
+    });
     tracing::info!(
         "gingham-agent {} up: node {} ip {} AS {} router-id {}, BGP port {}, control socket {}, metrics {}",
         env!("CARGO_PKG_VERSION"),
@@ -226,15 +244,20 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), DaemonError> {
         cfg.metrics_addr
     );
 
-    wait_for_stop().await;
-    tracing::info!("stopping: Cease to peers; kernel routes stay in place");
-    control.abort();
-    metrics.abort();
+    let outcome = tokio::select! {
+        _ = wait_for_stop() => Ok(()),
+        Some(e) = tasks.first_exit() => Err(e),
+    };
+    match &outcome {
+        Ok(()) => tracing::info!("stopping: Cease to peers; kernel routes stay in place"),
+        Err(e) => tracing::error!("stopping: {e}; kernel routes stay in place"),
+    }
+    tasks.stop_all().await;
     if let Err(e) = speaker.shutdown().await {
-        tracing::warn!("speaker shutdown: {e}");
+        tracing::debug!("speaker shutdown: {e}");
     }
     let _ = std::fs::remove_file(&cfg.control_socket);
-    Ok(())
+    outcome
 }
 
 async fn wait_for_stop() {
@@ -253,24 +276,25 @@ async fn wait_for_stop() {
     }
 }
 
-/// Heartbeats in the registry, and release of empty blocks after their grace period.
-async fn housekeeping(agent: Arc<Agent>, registry: NodeRegistry) {
+/// Heartbeats in the registry, and release of empty blocks after their grace period. Datastore
+/// errors are logged and retried: they must not stop the node's forwarding.
+async fn housekeeping(agent: Arc<Agent>, registry: NodeRegistry) -> Result<(), AgentError> {
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let (reg, node) = (registry.clone(), agent.node.clone());
-        if let Ok(Err(e)) =
-            tokio::task::spawn_blocking(move || reg.heartbeat(&node, now_secs())).await
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || reg.heartbeat(&node, now_secs())).await?
         {
             tracing::warn!("heartbeat: {e}");
         }
         let (ipam, node) = (agent.ipam.clone(), agent.node.clone());
-        match tokio::task::spawn_blocking(move || ipam.release_empty_blocks(&node)).await {
-            Ok(Ok(released)) if !released.is_empty() => {
+        match tokio::task::spawn_blocking(move || ipam.release_empty_blocks(&node)).await? {
+            Ok(released) if !released.is_empty() => {
                 tracing::info!("released empty blocks {released:?}");
-                agent.wake_local.notify_one();
+                agent.local.nudge();
             }
-            Ok(Err(e)) => tracing::warn!("releasing empty blocks: {e}"),
-            _ => {}
+            Ok(_) => {}
+            Err(e) => tracing::warn!("releasing empty blocks: {e}"),
         }
     }
 }

@@ -100,7 +100,7 @@ pub(crate) fn del_bird_prefix(prefix: Ipv4Net) -> RouteMessage {
 
 /// The fields of an IPv4 main-table route that matter to us.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ParsedRoute {
+pub struct ParsedRoute {
     pub prefix: Ipv4Net,
     pub protocol: u8,
     pub kind: RouteType,

@@ -1,6 +1,6 @@
 //! Kernel route programming over rtnetlink.
 //!
-//! What the agent owns (DESIGN.md, "Kernel"):
+//! What the agent owns (docs/ARCHITECTURE.md, "Kernel"):
 //! - `<block> via <node IP> dev <underlay> proto bird`: a remote block (protocol 12, RTPROT_BIRD,
 //!   as BIRD writes them in Calico, so operators and tools read them the same way);
 //! - `blackhole <block> proto bird`: a local block, so traffic to unallocated addresses of our own
@@ -20,6 +20,8 @@
 
 mod message;
 mod routes;
+
+pub use message::ParsedRoute;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -100,6 +102,59 @@ pub struct InstalledRoute {
     pub protocol: u8,
 }
 
+/// The route the kernel uses for an address (see [`KernelRoutes::lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRoute {
+    /// As the kernel has it, whoever made it.
+    pub route: message::ParsedRoute,
+    /// The output device's name.
+    pub device: Option<String>,
+    /// The route read as one of ours, when it is.
+    pub ours: Option<InstalledRoute>,
+}
+
+impl fmt::Display for KernelRoute {
+    /// Like `ip route`: `192.168.1.0/26 via 172.18.0.3 dev eth0 proto bird`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.route;
+        match r.kind {
+            netlink_packet_route::route::RouteType::BlackHole => {
+                write!(f, "blackhole {}", r.prefix)?
+            }
+            netlink_packet_route::route::RouteType::Unreachable => {
+                write!(f, "unreachable {}", r.prefix)?
+            }
+            _ => {
+                if r.prefix.prefix_len() == 0 {
+                    f.write_str("default")?;
+                } else {
+                    write!(f, "{}", r.prefix)?;
+                }
+            }
+        }
+        if let Some(gw) = r.gateway {
+            write!(f, " via {gw}")?;
+        }
+        if let Some(dev) = &self.device {
+            write!(f, " dev {dev}")?;
+        }
+        match r.protocol {
+            RTPROT_BIRD => f.write_str(" proto bird")?,
+            RTPROT_BOOT if r.gateway.is_none() && self.device.is_some() => {
+                f.write_str(" scope link")?
+            }
+            2 => f.write_str(" proto kernel")?,
+            3 | 0 => {}
+            4 => f.write_str(" proto static")?,
+            p => write!(f, " proto {p}")?,
+        }
+        if r.metric != 0 {
+            write!(f, " metric {}", r.metric)?;
+        }
+        Ok(())
+    }
+}
+
 impl InstalledRoute {
     pub fn desired(&self) -> DesiredRoute {
         DesiredRoute {
@@ -119,6 +174,68 @@ pub enum RouteOp {
     Replace(DesiredRoute),
     /// Delete exactly this route (protocol, type and device must match); already gone is success.
     Delete(DesiredRoute),
+    /// Delete whatever `proto bird` route (via or blackhole) holds the prefix; none is success.
+    Remove(Ipv4Net),
+}
+
+impl RouteOp {
+    pub fn prefix(&self) -> Ipv4Net {
+        match self {
+            RouteOp::Add(r) | RouteOp::Replace(r) | RouteOp::Delete(r) => r.prefix,
+            RouteOp::Remove(p) => *p,
+        }
+    }
+}
+
+/// A `proto bird` route as the reconcile compares it: 16 bytes, so a kernel holding a million
+/// routes costs 16 MB while it is checked, not a copy of every route's full description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BirdTarget {
+    Via(Ipv4Addr),
+    Blackhole,
+}
+
+/// What of ours the kernel holds: `proto bird` routes sorted by prefix, and pod host routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnedTable {
+    pub bird: Vec<(Ipv4Net, BirdTarget)>,
+    pub hosts: Vec<(Ipv4Addr, String)>,
+}
+
+impl OwnedTable {
+    /// Where `prefix` is in `bird`, if it is there.
+    pub fn find(&self, prefix: &Ipv4Net) -> Option<usize> {
+        self.bird.binary_search_by(|(p, _)| p.cmp(prefix)).ok()
+    }
+}
+
+/// What the routing owner needs of the kernel: the real one is [`KernelRoutes`], the tests use
+/// a fake that records operations.
+pub trait Kernel: Send + 'static {
+    /// Applies `ops` in order; one result per op, `None` for success.
+    fn apply(
+        &mut self,
+        ops: &[RouteOp],
+    ) -> impl std::future::Future<Output = Result<Vec<Option<KernelError>>, KernelError>> + Send;
+    /// Our routes as they are now.
+    fn owned_table(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<OwnedTable, KernelError>> + Send;
+    /// A pod's host route (see [`KernelRoutes::add_host_route`]).
+    fn add_host_route(
+        &mut self,
+        ip: Ipv4Addr,
+        ifname: &str,
+    ) -> impl std::future::Future<Output = Result<(), KernelError>> + Send;
+    fn delete_host_route(
+        &mut self,
+        ip: Ipv4Addr,
+        ifname: &str,
+    ) -> impl std::future::Future<Output = Result<(), KernelError>> + Send;
+    /// Names of the interfaces in the namespace.
+    fn interface_names(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<std::collections::HashSet<String>, KernelError>> + Send;
 }
 
 /// What [`KernelRoutes::reconcile`] did.

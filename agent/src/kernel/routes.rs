@@ -18,7 +18,8 @@ use rtnetlink::sys::{protocols::NETLINK_ROUTE, SocketAddr};
 
 use super::message::{self, ParsedRoute};
 use super::{
-    DesiredRoute, InstalledRoute, KernelError, ReconcileReport, RouteOp, RouteTarget, BATCH_SIZE,
+    BirdTarget, DesiredRoute, InstalledRoute, Kernel, KernelError, KernelRoute, OwnedTable,
+    ReconcileReport, RouteOp, RouteTarget, BATCH_SIZE,
 };
 
 const ESRCH: i32 = libc::ESRCH;
@@ -124,21 +125,7 @@ impl KernelRoutes {
     /// Deletes the `proto bird` route (via or blackhole) at `prefix`. Already gone is success;
     /// routes of other protocols at the same prefix are left alone.
     pub async fn delete(&mut self, prefix: Ipv4Net) -> Result<(), KernelError> {
-        let out = Outgoing {
-            message: request(
-                RouteNetlinkMessage::DelRoute(message::del_bird_prefix(prefix)),
-                0,
-            ),
-            ok_errnos: &[ESRCH, ENOENT],
-        };
-        let errs = self.send_batch(vec![out]).await?;
-        match errs.first().copied().flatten() {
-            Some(errno) => Err(KernelError::netlink(
-                format!("delete {prefix} proto bird"),
-                errno,
-            )),
-            None => Ok(()),
-        }
+        self.one(RouteOp::Remove(prefix)).await
     }
 
     /// Deletes the host route `<ip> dev <ifname>`; already gone (or the device gone) is success.
@@ -187,7 +174,7 @@ impl KernelRoutes {
                 (Some(e), _) => report.failed.push((op, e)),
                 (None, RouteOp::Add(_)) => report.added += 1,
                 (None, RouteOp::Replace(_)) => report.replaced += 1,
-                (None, RouteOp::Delete(_)) => report.removed += 1,
+                (None, RouteOp::Delete(_) | RouteOp::Remove(_)) => report.removed += 1,
             }
         }
         Ok(report)
@@ -299,6 +286,14 @@ impl KernelRoutes {
 
     /// Every IPv4 route of the main table.
     pub(crate) async fn list_all(&mut self) -> Result<Vec<ParsedRoute>, KernelError> {
+        let mut out = Vec::new();
+        self.each_route(|r| out.push(r)).await?;
+        Ok(out)
+    }
+
+    /// Calls `f` with every IPv4 route of the main table as the dump streams in, so a large
+    /// table is never held twice.
+    async fn each_route(&mut self, mut f: impl FnMut(ParsedRoute)) -> Result<(), KernelError> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = AddressFamily::Inet;
         let req = request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP);
@@ -306,11 +301,12 @@ impl KernelRoutes {
             .handle
             .request(req, SocketAddr::new(0, 0))
             .map_err(|_| KernelError::ConnectionClosed)?;
-        let mut out = Vec::new();
         while let Some(reply) = replies.next().await {
             match reply.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
-                    out.extend(message::parse(&r));
+                    if let Some(p) = message::parse(&r) {
+                        f(p);
+                    }
                 }
                 NetlinkPayload::Error(e) if e.code.is_some() => {
                     let errno = -e.code.map(|c| c.get()).unwrap_or(0);
@@ -320,7 +316,71 @@ impl KernelRoutes {
                 _ => {}
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Our routes, compactly: `proto bird` routes sorted by prefix and pod host routes.
+    pub async fn owned_table(&mut self) -> Result<OwnedTable, KernelError> {
+        let names = self.link_names().await?;
+        let mut table = OwnedTable::default();
+        self.each_route(|r| match message::owned(&r, &names) {
+            Some(InstalledRoute {
+                prefix,
+                target: RouteTarget::Via(gw),
+                ..
+            }) => table.bird.push((prefix, BirdTarget::Via(gw))),
+            Some(InstalledRoute {
+                prefix,
+                target: RouteTarget::Blackhole,
+                ..
+            }) => table.bird.push((prefix, BirdTarget::Blackhole)),
+            Some(InstalledRoute {
+                prefix,
+                target: RouteTarget::Device(dev),
+                ..
+            }) if prefix.prefix_len() == 32 => table.hosts.push((prefix.addr(), dev)),
+            _ => {}
+        })
+        .await?;
+        table.bird.sort_unstable();
+        Ok(table)
+    }
+
+    /// The route the kernel uses for `ip` (`ip route get fibmatch <ip>`): the matching entry of
+    /// the main table with its own prefix, whoever made it. `None` when nothing matches.
+    pub async fn lookup(&mut self, ip: Ipv4Addr) -> Result<Option<KernelRoute>, KernelError> {
+        use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags};
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = 32;
+        msg.header.flags = RouteFlags::FibMatch;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(ip)));
+        let req = request(RouteNetlinkMessage::GetRoute(msg), 0);
+        let mut replies = self
+            .handle
+            .request(req, SocketAddr::new(0, 0))
+            .map_err(|_| KernelError::ConnectionClosed)?;
+        let mut found = None;
+        while let Some(reply) = replies.next().await {
+            match reply.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
+                    found = message::parse(&r);
+                }
+                // ENETUNREACH / EHOSTUNREACH: no route at all.
+                NetlinkPayload::Error(e) if e.code.is_some() => return Ok(None),
+                _ => {}
+            }
+        }
+        let Some(route) = found else {
+            return Ok(None);
+        };
+        let names = self.link_names().await?;
+        Ok(Some(KernelRoute {
+            ours: message::owned(&route, &names),
+            device: route.oif.and_then(|i| names.get(&i).cloned()),
+            route,
+        }))
     }
 
     /// ifindex → name of every interface in the namespace.
@@ -354,6 +414,24 @@ impl KernelRoutes {
     }
 }
 
+impl Kernel for KernelRoutes {
+    async fn apply(&mut self, ops: &[RouteOp]) -> Result<Vec<Option<KernelError>>, KernelError> {
+        KernelRoutes::apply(self, ops).await
+    }
+    async fn owned_table(&mut self) -> Result<OwnedTable, KernelError> {
+        KernelRoutes::owned_table(self).await
+    }
+    async fn add_host_route(&mut self, ip: Ipv4Addr, ifname: &str) -> Result<(), KernelError> {
+        KernelRoutes::add_host_route(self, ip, ifname).await
+    }
+    async fn delete_host_route(&mut self, ip: Ipv4Addr, ifname: &str) -> Result<(), KernelError> {
+        KernelRoutes::delete_host_route(self, ip, ifname).await
+    }
+    async fn interface_names(&mut self) -> Result<std::collections::HashSet<String>, KernelError> {
+        Ok(self.link_names().await?.into_values().collect())
+    }
+}
+
 fn request(payload: RouteNetlinkMessage, extra_flags: u16) -> NetlinkMessage<RouteNetlinkMessage> {
     let mut msg = NetlinkMessage::from(payload);
     msg.header.flags = NLM_F_REQUEST | extra_flags;
@@ -383,6 +461,13 @@ fn encode(op: &RouteOp, ifindex: &HashMap<String, u32>) -> Result<Outgoing, Kern
             ),
             ok_errnos: &[ESRCH, ENOENT],
         },
+        RouteOp::Remove(prefix) => Outgoing {
+            message: request(
+                RouteNetlinkMessage::DelRoute(message::del_bird_prefix(*prefix)),
+                0,
+            ),
+            ok_errnos: &[ESRCH, ENOENT],
+        },
     })
 }
 
@@ -391,6 +476,7 @@ fn describe(op: &RouteOp) -> String {
         RouteOp::Add(r) => format!("add {r}"),
         RouteOp::Replace(r) => format!("replace {r}"),
         RouteOp::Delete(r) => format!("delete {r}"),
+        RouteOp::Remove(p) => format!("delete {p} proto bird"),
     }
 }
 
