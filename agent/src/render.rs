@@ -4,44 +4,30 @@
 use crate::control::api::{
     BlocksReport, EndpointRecord, IpInfo, IpamReport, PeerInfo, RouteInfo, Summary, Trace,
 };
+use comfy_table::{ContentLineStyle, LineStyle, TableStyle};
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// calicoctl's table style: `+`/`-`/`|` borders, a `-` rule under the header, none between
+/// rows.
+const CALICOCTL_STYLE: TableStyle = TableStyle::new()
+    .top_border(LineStyle::new('+', '-', '+', '+'))
+    .header_lines(ContentLineStyle::new('|', '|', '|'))
+    .header_separator(LineStyle::new('+', '-', '+', '+'))
+    .content_lines(ContentLineStyle::new('|', '|', '|'))
+    .bottom_border(LineStyle::new('+', '-', '+', '+'));
+
 /// A bordered table like calicoctl's.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    let mut t = comfy_table::Table::new();
+    t.load_style(CALICOCTL_STYLE)
+        // Never wrap: an operator's terminal width must not change what a script reads.
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(headers.iter().copied());
     for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
+        t.add_row(row.iter().map(String::as_str));
     }
-    let rule: String = widths.iter().fold(String::from("+"), |mut s, w| {
-        s.push_str(&"-".repeat(w + 2));
-        s.push('+');
-        s
-    });
-    let line = |cells: &[String]| {
-        let mut s = String::from("|");
-        for (i, c) in cells.iter().enumerate() {
-            let pad = widths[i] - c.chars().count();
-            let _ = write!(s, " {}{} |", c, " ".repeat(pad));
-        }
-        s
-    };
-    let mut out = String::new();
-    out.push_str(&rule);
-    out.push('\n');
-    out.push_str(&line(
-        &headers.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
-    ));
-    out.push('\n');
-    out.push_str(&rule);
-    out.push('\n');
-    for row in rows {
-        out.push_str(&line(row));
-        out.push('\n');
-    }
-    out.push_str(&rule);
+    let mut out = t.to_string();
     out.push('\n');
     out
 }
@@ -348,12 +334,23 @@ mod tests {
 
     #[test]
     fn table_aligns_like_calicoctl() {
-        let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "+-----+----+");
-        assert_eq!(lines[1], "| A   | BB |");
-        assert_eq!(lines[3], "| xyz | 1  |");
-        assert!(lines.iter().all(|l| l.chars().count() == lines[0].len()));
+        let t = table(
+            &["A", "BB"],
+            &[
+                vec!["xyz".into(), "1".into()],
+                vec!["q".into(), "22".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "+-----+----+\n| A   | BB |\n+-----+----+\n| xyz | 1  |\n| q   | 22 |\n+-----+----+\n"
+        );
+        // With no rows: the header between rules, then the bottom rule, as before.
+        let empty = table(&["PEER ADDRESS"], &[]);
+        assert_eq!(
+            empty,
+            "+--------------+\n| PEER ADDRESS |\n+--------------+\n+--------------+\n"
+        );
     }
 
     #[test]
