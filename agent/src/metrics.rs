@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::control::api::PeerInfo;
+use bgp::fsm::State;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -50,7 +51,7 @@ pub fn readiness(s: &Snapshot, grace: Duration) -> Result<(), String> {
     let down: Vec<String> = s
         .peers
         .iter()
-        .filter(|p| p.state != "Established")
+        .filter(|p| p.state != State::Established)
         .map(|p| p.address.to_string())
         .collect();
     if down.is_empty() {
@@ -63,16 +64,15 @@ pub fn readiness(s: &Snapshot, grace: Duration) -> Result<(), String> {
     Err(format!("BGP not established with {}", down.join(", ")))
 }
 
-fn state_number(state: &str) -> i64 {
+fn state_number(state: State) -> i64 {
     // The RFC 4271 §8.2.2 order, as GoBGP numbers its session_state label values.
     match state {
-        "Idle" => 0,
-        "Connect" => 1,
-        "Active" => 2,
-        "OpenSent" => 3,
-        "OpenConfirm" => 4,
-        "Established" => 5,
-        _ => 0,
+        State::Idle => 0,
+        State::Connect => 1,
+        State::Active => 2,
+        State::OpenSent => 3,
+        State::OpenConfirm => 4,
+        State::Established => 5,
     }
 }
 
@@ -152,9 +152,9 @@ pub fn registry(s: &Snapshot) -> Registry {
             (
                 vec![
                     ("peer", p.address.to_string()),
-                    ("type", p.peer_type.clone()),
+                    ("type", p.peer_type.to_string()),
                 ],
-                i64::from(p.state == "Established"),
+                i64::from(p.state == State::Established),
             )
         }),
     );
@@ -166,9 +166,9 @@ pub fn registry(s: &Snapshot) -> Registry {
             (
                 vec![
                     ("peer", p.address.to_string()),
-                    ("session_state", p.state.clone()),
+                    ("session_state", p.state.to_string()),
                 ],
-                state_number(&p.state),
+                state_number(p.state),
             )
         }),
     );
@@ -359,16 +359,16 @@ mod tests {
     use super::*;
     use crate::control::api::MessageCounts;
 
-    fn peer(addr: &str, state: &str) -> PeerInfo {
+    fn peer(addr: &str, state: State) -> PeerInfo {
         PeerInfo {
             address: addr.parse().unwrap(),
             port: 179,
             asn: 64512,
-            peer_type: "mesh".into(),
-            state: state.into(),
+            peer_type: bgp::PeerKind::Mesh,
+            state,
             since: 0,
             uptime_secs: None,
-            info: state.into(),
+            info: state.to_string(),
             hold_time: None,
             keepalive: None,
             capabilities: vec![],
@@ -390,15 +390,15 @@ mod tests {
         };
         assert!(readiness(&s, Duration::from_secs(30)).is_ok());
         s.peers = vec![
-            peer("172.18.0.2", "Established"),
-            peer("172.18.0.3", "Active"),
+            peer("172.18.0.2", State::Established),
+            peer("172.18.0.3", State::Active),
         ];
         s.uptime_secs = 5;
         let e = readiness(&s, Duration::from_secs(30)).unwrap_err();
         assert_eq!(e, "BGP not established with 172.18.0.3");
         s.uptime_secs = 31;
         assert!(readiness(&s, Duration::from_secs(30)).is_ok());
-        s.peers[0].state = "Connect".into();
+        s.peers[0].state = State::Connect;
         assert!(readiness(&s, Duration::from_secs(30)).is_err());
     }
 
@@ -406,7 +406,7 @@ mod tests {
     fn metrics_text_has_per_peer_series() {
         let s = Snapshot {
             node: "n1".into(),
-            peers: vec![peer("172.18.0.2", "Established")],
+            peers: vec![peer("172.18.0.2", State::Established)],
             ..Default::default()
         };
         let (text, _) = render(&s, false);
@@ -431,7 +431,7 @@ mod tests {
     fn label_values_are_escaped_and_counters_are_typed() {
         let s = Snapshot {
             node: "we\"ird\\node".into(),
-            peers: vec![peer("172.18.0.2", "Established")],
+            peers: vec![peer("172.18.0.2", State::Established)],
             ..Default::default()
         };
         let (text, content_type) = render(&s, true);

@@ -4,6 +4,8 @@
 use crate::control::api::{
     BlocksReport, EndpointRecord, IpInfo, IpamReport, PeerInfo, RouteInfo, Summary, Trace,
 };
+use bgp::fsm::State;
+use bgp::PeerKind;
 use comfy_table::{ContentLineStyle, LineStyle, TableStyle};
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -60,11 +62,10 @@ fn since(unix: u64) -> String {
     format!("{} ago", duration(now().saturating_sub(unix)))
 }
 
-fn peer_type(t: &str) -> &str {
+fn peer_type(t: PeerKind) -> &'static str {
     match t {
-        "mesh" => "node-to-node mesh",
-        "explicit" => "explicit",
-        other => other,
+        PeerKind::Mesh => "node-to-node mesh",
+        PeerKind::Explicit => "explicit",
     }
 }
 
@@ -82,14 +83,14 @@ pub fn summary(s: &Summary) -> String {
         .peers
         .iter()
         .map(|p| {
-            let state = if p.state == "Established" {
+            let state = if p.state == State::Established {
                 "up"
             } else {
                 "start"
             };
             vec![
                 p.address.to_string(),
-                peer_type(&p.peer_type).to_string(),
+                peer_type(p.peer_type).to_string(),
                 state.to_string(),
                 since(p.since),
                 p.info.clone(),
@@ -116,7 +117,7 @@ pub fn peers(peers: &[PeerInfo]) -> String {
             p.address,
             p.port,
             p.asn,
-            peer_type(&p.peer_type)
+            peer_type(p.peer_type)
         );
         let up = p.uptime_secs.map(duration).unwrap_or_else(|| "-".into());
         let _ = writeln!(

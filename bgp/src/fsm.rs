@@ -29,7 +29,9 @@ use crate::wire::{error_code, Message, Notification, Open, RouteRefresh, Update}
 use std::fmt;
 
 /// RFC 4271 §8.2.2 states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum State {
     Idle,
     Connect,

@@ -14,6 +14,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use agent::control::api::{PeerInfo, RouteInfo, Summary};
+use bgp::fsm::State;
+use bgp::PeerKind;
 
 use crate::netns::{check, Netns};
 use crate::process::Daemon;
@@ -194,7 +196,7 @@ impl Agent {
     }
 
     /// The session state with `peer` as `routectl show peers` reports it.
-    pub fn peer_state(&self, peer: Ipv4Addr) -> Result<Option<String>> {
+    pub fn peer_state(&self, peer: Ipv4Addr) -> Result<Option<State>> {
         Ok(self
             .peers()?
             .into_iter()
@@ -203,7 +205,7 @@ impl Agent {
     }
 
     pub fn established(&self, peer: Ipv4Addr) -> Result<bool> {
-        Ok(self.peer_state(peer)?.as_deref() == Some("Established"))
+        Ok(self.peer_state(peer)? == Some(State::Established))
     }
 
     /// `routectl ipam assign --handle <h>`: makes the agent claim a block (and so announce it).
@@ -324,7 +326,7 @@ pub fn start_mesh(
                 Ok(peers.len() + 1 == n
                     && peers
                         .iter()
-                        .all(|p| p.state == "Established" && p.peer_type == "mesh"))
+                        .all(|p| p.state == State::Established && p.peer_type == PeerKind::Mesh))
             },
         )
         .with_context(|| a.log_tail(30))?;

@@ -5,6 +5,8 @@
 //! block to BIRD), so each path's source is the node that originated it.
 
 use anyhow::{Context, Result};
+use bgp::fsm::State;
+use bgp::PeerKind;
 use interop_tests::agent::{Agent, AgentConfig, AgentPeer};
 use interop_tests::peers::{BgpPeer, Bird, Neighbor, PeerConfig};
 use interop_tests::{wait_until, TestDir, Underlay};
@@ -38,12 +40,12 @@ fn two_agents_and_bird_in_one_ibgp_mesh() -> Result<()> {
     for (i, agent) in agents.iter().enumerate() {
         wait_until(T, &format!("agent {i}: mesh and BIRD sessions"), || {
             let peers = agent.peers()?;
-            let up = |t: &str| {
+            let up = |t: PeerKind| {
                 peers
                     .iter()
-                    .any(|p| p.peer_type == t && p.state == "Established")
+                    .any(|p| p.peer_type == t && p.state == State::Established)
             };
-            Ok(peers.len() == 2 && up("mesh") && up("explicit"))
+            Ok(peers.len() == 2 && up(PeerKind::Mesh) && up(PeerKind::Explicit))
         })
         .with_context(|| agent.log_tail(30))?;
     }
@@ -125,10 +127,10 @@ fn two_agents_and_bird_in_one_ibgp_mesh() -> Result<()> {
             let peers = agent.peers()?;
             Ok(peers
                 .iter()
-                .any(|p| p.peer_type == "mesh" && p.state == "Established")
+                .any(|p| p.peer_type == PeerKind::Mesh && p.state == State::Established)
                 && peers
                     .iter()
-                    .any(|p| p.peer_type == "explicit" && p.state != "Established"))
+                    .any(|p| p.peer_type == PeerKind::Explicit && p.state != State::Established))
         })?;
     }
     let routes = a.ns.routes_proto("bird")?;

@@ -7,6 +7,8 @@
 //!
 //! Field names here are an interface (scripts read `routectl -o json`): rename nothing.
 
+use bgp::fsm::State;
+use bgp::PeerKind;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
@@ -165,9 +167,9 @@ pub struct PeerInfo {
     pub asn: u32,
     /// `mesh` (node-to-node mesh) or `explicit` (a `--peer`).
     #[serde(rename = "type")]
-    pub peer_type: String,
+    pub peer_type: PeerKind,
     /// `Idle`, `Connect`, `Active`, `OpenSent`, `OpenConfirm` or `Established`.
-    pub state: String,
+    pub state: State,
     /// Unix time of the last state change.
     pub since: u64,
     pub uptime_secs: Option<u64>,

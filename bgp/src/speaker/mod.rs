@@ -83,7 +83,7 @@ pub struct PeerConfig {
 
 /// How a peer came to be configured: a member of the node-to-node mesh, or a neighbour the
 /// operator named (a ToR, a route server).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerKind {
     Mesh,
