@@ -34,7 +34,8 @@ type Unsolicited = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, Socke
 /// A netlink route socket in the namespace of the thread that called [`KernelRoutes::new`].
 ///
 /// Methods take `&mut self` because replies to a batch are matched to its requests by sequence
-/// number; the agent keeps one of these in its kernel-writer task.
+/// number. The agent's routing owner (`daemon/routing.rs`) keeps the one that writes; readers
+/// (trace, CNI CHECK) open their own.
 pub struct KernelRoutes {
     handle: ConnectionHandle<RouteNetlinkMessage>,
     unsolicited: Unsolicited,

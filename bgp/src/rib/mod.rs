@@ -36,7 +36,7 @@ impl std::fmt::Display for RouteSource {
     }
 }
 
-/// A change of the best route of a prefix, for subscribers (the agent's kernel writer).
+/// A change of the best route of a prefix, for subscribers (the agent's routing owner).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub enum RouteEvent {
     /// `prefix` is now reached via `next_hop`. For a local route `next_hop` is the configured

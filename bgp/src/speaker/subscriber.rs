@@ -1,4 +1,4 @@
-//! Best-route subscribers (the agent's kernel writer): what each still has to see, as a set of
+//! Best-route subscribers (the agent's routing owner): what each still has to see, as a set of
 //! dirty prefixes, handed over in bounded batches.
 //!
 //! A subscriber that is slower than the RIB (a kernel taking a full table) does not make the
