@@ -22,11 +22,15 @@ use crate::autodetect::AutodetectMethod;
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "gingham-agent",
-    about = "Gingham node agent: IPAM, BGP full mesh, kernel routes"
+    version,
+    about = "Gingham node agent: IPAM, BGP full mesh, kernel routes",
+    // `--as -1` is a bad AS number, not an unknown flag.
+    allow_negative_numbers = true
 )]
 pub struct AgentConfig {
-    /// This node's name in the cluster [default: the hostname].
-    #[arg(long, env = "NODENAME")]
+    /// This node's name in the cluster, a Kubernetes node name (RFC 1123 subdomain)
+    /// [default: the hostname].
+    #[arg(long, env = "NODENAME", value_parser = parse_node_name)]
     pub node_name: Option<String>,
 
     /// The node's BGP address: an IPv4 address, or `autodetect`.
@@ -76,7 +80,7 @@ pub struct AgentConfig {
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9099")]
     pub metrics_addr: SocketAddr,
 
-    /// Where IPAM state lives: `file:<dir>` or `kubernetes`.
+    /// Where IPAM state lives: `file:<dir>` (the directory is created if its parent exists).
     #[arg(long, env = "DATASTORE", default_value = "file:/var/lib/gingham")]
     pub datastore: Datastore,
 
@@ -84,8 +88,8 @@ pub struct AgentConfig {
     #[arg(long)]
     pub no_mesh: bool,
 
-    /// The IPv4 pool pod addresses come from.
-    #[arg(long, env = "IPV4POOL_CIDR", default_value = "192.168.0.0/16")]
+    /// The IPv4 pool pod addresses come from (a network address: no host bits).
+    #[arg(long, env = "IPV4POOL_CIDR", default_value = "192.168.0.0/16", value_parser = parse_pool)]
     pub pool_cidr: Ipv4Net,
 
     /// Prefix length of the blocks a node claims from the pool.
@@ -104,6 +108,10 @@ pub enum ConfigError {
     BlockLargerThanPool { value: u8, pool: Ipv4Net },
     #[error("'--node-name' (env NODENAME) is not set and the hostname cannot be read")]
     NoNodeName,
+    #[error("'--node-name' (env NODENAME) is not set and the hostname {hostname:?} is not a valid node name ({reason}): set --node-name")]
+    BadHostname { hostname: String, reason: String },
+    #[error("invalid value '{spec}' for '--datastore': the parent directory {parent} does not exist (only the datastore directory itself is created)")]
+    DatastoreParentMissing { spec: String, parent: PathBuf },
 }
 
 impl AgentConfig {
@@ -115,16 +123,131 @@ impl AgentConfig {
                 pool: self.pool_cidr,
             });
         }
+        if let Datastore::File(dir) = &self.datastore {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if !parent.is_dir() {
+                    return Err(ConfigError::DatastoreParentMissing {
+                        spec: format!("file:{}", dir.display()),
+                        parent: parent.to_path_buf(),
+                    });
+                }
+            }
+        }
         Ok(())
     }
 
     /// `--node-name`, else the hostname (as Calico's NODENAME falls back to it).
     pub fn node_name(&self) -> Result<String, ConfigError> {
-        match self.node_name.as_deref().map(str::trim) {
-            Some(name) if !name.is_empty() => Ok(name.to_string()),
-            _ => hostname().ok_or(ConfigError::NoNodeName),
+        if let Some(name) = &self.node_name {
+            return Ok(name.clone());
+        }
+        let hostname = hostname().ok_or(ConfigError::NoNodeName)?;
+        validate_node_name(&hostname).map_err(|reason| ConfigError::BadHostname {
+            hostname: hostname.clone(),
+            reason,
+        })?;
+        Ok(hostname)
+    }
+
+    /// Parses the command line and the environment like `try_parse_from`, but an error about a
+    /// value the user set through an environment variable names that variable too: `AS=sixty`
+    /// is reported as `invalid value 'sixty' for '--as <AS>' (from the environment variable
+    /// AS)`, not as if `--as` had been typed.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        AgentConfig::try_parse_from(&args).map_err(|e| name_the_variable(e, &args))
+    }
+}
+
+/// Rewrites a value error for an argument that came from its environment variable.
+fn name_the_variable(e: clap::Error, args: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return e;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let Some(long) = arg
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.strip_prefix("--"))
+    else {
+        return e;
+    };
+    let cmd = AgentConfig::command();
+    let Some(env) = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+    else {
+        return e;
+    };
+    let on_command_line = args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == format!("--{long}") || a.starts_with(&format!("--{long}="))
+    });
+    if on_command_line || std::env::var_os(env).is_none() {
+        return e;
+    }
+    let env = env.to_string_lossy();
+    let text = e.to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let text = text.replacen(
+        &format!("for '{arg}'"),
+        &format!("for '{arg}' (from the environment variable {env})"),
+        1,
+    );
+    clap::Error::raw(e.kind(), text).with_cmd(&cmd)
+}
+
+/// A Kubernetes node name: an RFC 1123 subdomain (lowercase letters, digits, `-` and `.`, at
+/// most 253 characters, each dot-separated label 1–63 characters starting and ending with a
+/// letter or digit).
+pub fn validate_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!("{} characters, at most 253", name.len()));
+    }
+    for label in name.split('.') {
+        let ok_chars = label
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        let ok_ends = label
+            .chars()
+            .next()
+            .zip(label.chars().last())
+            .is_some_and(|(a, b)| a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric());
+        if label.is_empty() || label.len() > 63 || !ok_chars || !ok_ends {
+            return Err(format!("label {label:?}: a Kubernetes node name is lowercase letters, digits, '-' and '.', each part 1-63 characters starting and ending with a letter or digit"));
         }
     }
+    Ok(())
+}
+
+fn parse_node_name(s: &str) -> Result<String, String> {
+    validate_node_name(s).map(|()| s.to_string())
+}
+
+/// `--pool-cidr`: a network, not an address inside one.
+fn parse_pool(s: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = s
+        .parse()
+        .map_err(|_| "expected an IPv4 CIDR such as 192.168.0.0/16".to_string())?;
+    if net.addr() != net.network() {
+        return Err(format!("host bits are set; did you mean {}?", net.trunc()));
+    }
+    Ok(net)
 }
 
 fn hostname() -> Option<String> {

@@ -167,3 +167,65 @@ fn add_with_the_agent_down_fails_with_11_and_creates_nothing() {
     assert_eq!(pod.link_names(), ["lo"]);
     assert!(node.route_dsts().is_empty());
 }
+
+#[test]
+fn add_into_a_missing_namespace_fails_before_any_address_is_assigned() {
+    let node = Netns::new("gcni-e");
+    let agent = FakeAgent::start(&node);
+    let stdin = conf(&agent.socket, json!({}));
+    let mut env = cni_env("ADD", "c-gone", None, "gone");
+    env.push(("CNI_NETNS", "/var/run/netns/gcni-no-such-namespace".into()));
+    let run = exec_in(&node, PLUGIN, &env, &stdin);
+    assert_error(&run, 4);
+    assert!(
+        run.stdout["details"]
+            .as_str()
+            .unwrap()
+            .contains("gcni-no-such-namespace"),
+        "{run:?}"
+    );
+    assert!(
+        agent.state.lock().unwrap().calls.is_empty(),
+        "no address was asked for"
+    );
+}
+
+#[test]
+fn a_configuration_for_another_plugin_is_refused() {
+    let node = Netns::new("gcni-e");
+    let pod = Netns::new("gcni-p");
+    let agent = FakeAgent::start(&node);
+    let stdin = conf(&agent.socket, json!({"type": "calico"}));
+    let run = exec_in(
+        &node,
+        PLUGIN,
+        &cni_env("ADD", "c-t", Some(&pod), "t"),
+        &stdin,
+    );
+    assert_error(&run, 7);
+    assert!(agent.state.lock().unwrap().calls.is_empty());
+}
+
+#[test]
+fn help_and_version_are_for_people() {
+    let out = std::process::Command::new(PLUGIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("gingham-cni") && text.contains("CNI_COMMAND"),
+        "{text}"
+    );
+    assert!(
+        !text.trim_start().starts_with('{'),
+        "not an error JSON: {text}"
+    );
+    let out = std::process::Command::new(PLUGIN)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("gingham-cni "));
+}

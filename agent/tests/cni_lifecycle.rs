@@ -230,9 +230,14 @@ fn failed_veth_rolls_back_the_address() {
     let node = Netns::new("gcni-n");
     let agent = FakeAgent::start(&node);
     let stdin = conf(&agent.socket, json!({}));
-    // A netns path that does not exist: the veth cannot be made.
+    // A netns path that exists but is not a network namespace (a missing one is refused before
+    // any assignment): the veth cannot be made after the address was given.
+    let not_a_netns = tempfile::NamedTempFile::new().unwrap();
     let mut env = cni_env("ADD", "ctr-4", None, "x-0");
-    env.push(("CNI_NETNS", "/var/run/netns/gcni-missing".into()));
+    env.push((
+        "CNI_NETNS",
+        not_a_netns.path().to_string_lossy().into_owned(),
+    ));
     let add = exec_in(&node, PLUGIN, &env, &stdin);
     assert_eq!(add.stdout["code"], 1000, "{add:?}");
     assert_eq!(node.link_names(), ["lo"]);

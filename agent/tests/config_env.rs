@@ -55,16 +55,34 @@ fn environment_fallbacks_and_flag_precedence() {
         .unwrap();
     assert_eq!((c.asn, c.ip), (65011, IpSetting::Autodetect));
 
-    // A bad variable names the flag, the value, and the password is never echoed.
+    // A bad variable names the variable the user set, the flag and the value, and the
+    // password is never echoed.
     std::env::set_var("AS", "sixty");
-    let msg = AgentConfig::try_parse_from(["gingham-agent"])
+    let msg = AgentConfig::try_parse_args(["gingham-agent"])
         .unwrap_err()
         .to_string();
     assert!(
-        msg.contains("invalid value 'sixty' for '--as <AS>'"),
+        msg.contains("invalid value 'sixty' for '--as <AS>' (from the environment variable AS)"),
         "{msg}"
     );
     assert!(!msg.contains("s3cret"));
+    // Typed on the command line, it is the flag's error alone.
+    let msg = AgentConfig::try_parse_args(["gingham-agent", "--as", "seventy"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("invalid value 'seventy' for '--as <AS>'") && !msg.contains("environment"),
+        "{msg}"
+    );
+    std::env::set_var("NODENAME", "");
+    let msg = AgentConfig::try_parse_args(["gingham-agent"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("(from the environment variable NODENAME): it is empty"),
+        "{msg}"
+    );
+    std::env::set_var("NODENAME", "kind-worker");
     std::env::set_var("AS", "65010");
     std::env::set_var("IP_AUTODETECTION_METHOD", "can-reach=8.8.8.8");
     let c = AgentConfig::try_parse_from(["gingham-agent"]).unwrap();

@@ -58,7 +58,7 @@ fn the_lab_command_line() {
         "--metrics-addr",
         "127.0.0.1:9100",
         "--datastore",
-        "file:/tmp/x/datastore",
+        "file:/tmp/gingham-datastore",
         "--advertise",
         "10.0.0.0/8,10.1.0.0/16",
         "--router-id",
@@ -99,7 +99,10 @@ fn the_lab_command_line() {
         AutodetectMethod::CanReach(Ipv4Addr::new(172, 18, 0, 1))
     );
     assert_eq!((c.block_size, c.hold_time), (28, 0));
-    assert_eq!(c.datastore, Datastore::File("/tmp/x/datastore".into()));
+    assert_eq!(
+        c.datastore,
+        Datastore::File("/tmp/gingham-datastore".into())
+    );
     c.validate().unwrap();
 }
 
@@ -147,6 +150,15 @@ fn bad_values_name_the_flag_and_the_value() {
         (&["--hold-time", "1"], "--hold-time", "1"),
         (&["--hold-time", "2"], "--hold-time", "2"),
         (&["--hold-time", "65536"], "--hold-time", "65536"),
+        (&["--as", "-1"], "--as <AS>", "-1"),
+        (
+            &["--pool-cidr", "10.0.0.1/16"],
+            "--pool-cidr",
+            "10.0.0.1/16",
+        ),
+        (&["--node-name", ""], "--node-name", ""),
+        (&["--node-name", "Worker_1"], "--node-name", "Worker_1"),
+        (&["--node-name=-worker"], "--node-name", "-worker"),
     ] {
         let msg = error(args);
         assert!(
@@ -157,12 +169,56 @@ fn bad_values_name_the_flag_and_the_value() {
     assert!(error(&["--peer", "172.18.0.3"]).contains("missing ',as=<n>'"));
     assert!(error(&["--hold-time", "2"]).contains("0 or at least 3"));
     assert!(error(&["--bogus"]).contains("--bogus"));
+    assert!(error(&["--pool-cidr", "10.0.0.1/16"]).contains("did you mean 10.0.0.0/16?"));
+    assert!(error(&["--node-name", ""]).contains("it is empty"));
     // A single-valued flag given twice is a mistake, not "the last one wins".
     let twice = error(&["--datastore", "kubernetes", "--datastore", "file:/x"]);
     assert!(
         twice.contains("'--datastore <DATASTORE>' cannot be used multiple times"),
         "{twice}"
     );
+}
+
+#[test]
+fn node_names_are_kubernetes_node_names() {
+    for good in [
+        "kind-worker",
+        "gingham-control-plane",
+        "node-1.example.com",
+        "a",
+    ] {
+        assert!(agent::config::validate_node_name(good).is_ok(), "{good}");
+    }
+    let long = "a".repeat(64);
+    for bad in ["", "UPPER", "a_b", "-a", "a-", "a..b", long.as_str()] {
+        assert!(agent::config::validate_node_name(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_datastore_under_a_missing_directory_is_refused_before_anything_is_created() {
+    let c = parse(&["--datastore", "file:/nonexistent-gk/dir"]).unwrap();
+    let err = c.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("'--datastore'") && err.contains("/nonexistent-gk does not exist"),
+        "{err}"
+    );
+    assert!(!std::path::Path::new("/nonexistent-gk").exists());
+}
+
+#[test]
+fn every_binary_has_version_and_help() {
+    for bin in [
+        env!("CARGO_BIN_EXE_gingham-agent"),
+        env!("CARGO_BIN_EXE_routectl"),
+        env!("CARGO_BIN_EXE_gingham-cni"),
+    ] {
+        for flag in ["--version", "--help"] {
+            let out = std::process::Command::new(bin).arg(flag).output().unwrap();
+            assert!(out.status.success(), "{bin} {flag}: {out:?}");
+            assert!(!out.stdout.is_empty(), "{bin} {flag}");
+        }
+    }
 }
 
 #[test]

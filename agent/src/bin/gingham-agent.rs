@@ -4,7 +4,6 @@ use agent::autodetect::autodetect;
 use agent::config::{AgentConfig, Datastore, IpSetting};
 use agent::daemon::{run, DaemonSettings};
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use std::net::IpAddr;
 
 fn resolve(cfg: AgentConfig) -> Result<DaemonSettings> {
@@ -57,7 +56,7 @@ fn resolve(cfg: AgentConfig) -> Result<DaemonSettings> {
 }
 
 fn main() {
-    let cfg = AgentConfig::parse();
+    let cfg = AgentConfig::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let filter = std::env::var("RUST_LOG")
         .or_else(|_| std::env::var("LOG_LEVEL").map(|l| l.to_lowercase()))
         .unwrap_or_else(|_| "info".into());
@@ -92,7 +91,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> AgentConfig {
-        AgentConfig::try_parse_from(std::iter::once("gingham-agent").chain(args.iter().copied()))
+        AgentConfig::try_parse_args(std::iter::once("gingham-agent").chain(args.iter().copied()))
             .unwrap()
     }
 

@@ -4,7 +4,36 @@
 use agent::cni::{self, veth::KernelDataplane};
 use std::io::{Read, Write};
 
+const HELP: &str = "gingham-cni: Gingham's CNI plugin (CNI spec 0.3.0 to 1.1.0: ADD, DEL, CHECK, VERSION, STATUS, GC).
+
+A container runtime runs it, with CNI_COMMAND and the other CNI_* variables in the
+environment and the network configuration on stdin; it asks gingham-agent (over the
+configuration's control_socket, default /var/run/gingham/agent.sock) for the pod's address
+and wires the pod with a veth. Install it as /opt/cni/bin/gingham-cni with a conflist whose
+plugin has \"type\": \"gingham-cni\" and \"ipam\": {\"type\": \"gingham-ipam\"}.
+
+Options:
+  -h, --help     Print this
+  -V, --version  Print the version
+";
+
 fn main() {
+    // Flags are for people; the runtime passes none (and its stdin would block a terminal).
+    match std::env::args().nth(1).as_deref() {
+        Some("-h" | "--help") => {
+            agent::output::print(HELP);
+            return;
+        }
+        Some("-V" | "--version") => {
+            agent::say!("gingham-cni {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        Some(other) => {
+            eprintln!("gingham-cni: unknown argument {other:?} (try --help); a runtime runs it with no arguments");
+            std::process::exit(2);
+        }
+        None => {}
+    }
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     init_logging(&cni::log_level_hint(&stdin));

@@ -14,6 +14,9 @@ pub const DEFAULT_MTU: u32 = 1500;
 pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/gingham/agent.sock";
 /// The only IPAM: the agent owns allocation, so the plugin never execs an IPAM binary.
 pub const IPAM_TYPE: &str = "gingham-ipam";
+/// The plugin's `type`: the runtime runs the binary of that name, so anything else means the
+/// configuration was meant for another plugin.
+pub const PLUGIN_TYPE: &str = "gingham-cni";
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 /// A spec version as (major, minor, patch), for "CHECK needs ≥ 0.4.0" style comparisons.
@@ -102,6 +105,15 @@ impl NetConf {
         let name = required_str(obj, "name")?;
         validate_network_name(&name)?;
         let plugin_type = required_str(obj, "type")?;
+        if plugin_type != PLUGIN_TYPE {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!("unsupported type {plugin_type:?}"),
+                format!(
+                    "this plugin is {PLUGIN_TYPE:?}: the configuration is meant for another plugin"
+                ),
+            ));
+        }
 
         let mtu = match obj.get("mtu") {
             None | Some(Value::Null) => DEFAULT_MTU,
@@ -255,6 +267,14 @@ mod tests {
     }
 
     #[test]
+    fn another_plugins_type_is_refused() {
+        let e =
+            NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"calico"}"#).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("\"calico\""), "{e}");
+    }
+
+    #[test]
     fn error_codes() {
         let code_of = |s: &str| parse(s).unwrap_err().code;
         assert_eq!(code_of("{nope"), code::DECODE);
@@ -289,15 +309,15 @@ mod tests {
             code::INVALID_CONFIG
         );
         assert_eq!(
-            code_of(r#"{"cniVersion":"1.0.0","name":"n","type":"t","mtu":10}"#),
+            code_of(r#"{"cniVersion":"1.0.0","name":"n","type":"gingham-cni","mtu":10}"#),
             code::INVALID_CONFIG
         );
         assert_eq!(
-            code_of(r#"{"cniVersion":"1.0.0","name":"n","type":"t","log_level":"loud"}"#),
+            code_of(r#"{"cniVersion":"1.0.0","name":"n","type":"gingham-cni","log_level":"loud"}"#),
             code::INVALID_CONFIG
         );
         let e =
-            parse(r#"{"cniVersion":"1.0.0","name":"n","type":"t","ipam":{"type":"host-local"}}"#)
+            parse(r#"{"cniVersion":"1.0.0","name":"n","type":"gingham-cni","ipam":{"type":"host-local"}}"#)
                 .unwrap_err();
         assert_eq!(e.code, code::UNSUPPORTED_FIELD);
         assert!(

@@ -86,6 +86,14 @@ fn dataplane_error(what: &str, e: DataplaneError) -> CniError {
 pub fn add(conf: &NetConf, env: &CniEnv, dp: &dyn Dataplane) -> Result<CniResult, CniError> {
     let socket = conf.control_socket.as_path();
     let netns = env.netns.clone().unwrap_or_default();
+    // Before anything is asked of the agent: a missing namespace must not cost an address.
+    if !std::path::Path::new(&netns).exists() {
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            "CNI_NETNS does not exist",
+            format!("no network namespace at {netns}"),
+        ));
+    }
     let host = host_ifname(env);
     let assignment: Assignment = call(
         socket,

@@ -25,9 +25,15 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Opens (and creates if needed) a store in `dir`.
+    /// Opens a store in `dir`, creating `dir` itself if needed but not its parents: a typo in
+    /// `--datastore` must not quietly make a tree somewhere.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
+        match fs::create_dir(&dir) {
+            Ok(()) => tracing::info!("created the datastore directory {}", dir.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::io("cannot create", &dir, e)),
+        }
         for kind in Kind::ALL {
             let d = dir.join(kind.as_str());
             fs::create_dir_all(&d).map_err(|e| StoreError::io("cannot create", &d, e))?;
