@@ -11,4 +11,5 @@ pub mod render;
 pub mod config;
 pub mod kernel;
 pub mod netns;
+pub mod output;
 pub mod sysctl;

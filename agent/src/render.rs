@@ -2,7 +2,7 @@
 //! `birdc show protocols`: terse, aligned, one line per thing. `-o json` bypasses all of this.
 
 use crate::control::api::{
-    BlocksReport, EndpointRecord, IpInfo, IpamReport, PeerInfo, RouteInfo, Summary, Trace,
+    BlocksReport, EndpointRecord, IpInfo, IpamReport, NodeInfo, PeerInfo, RouteInfo, Summary, Trace,
 };
 use bgp::fsm::State;
 use bgp::PeerKind;
@@ -53,6 +53,27 @@ pub fn duration(secs: u64) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+/// `2026-12-04 02:10:03 UTC` (no time zone database needed: always UTC).
+pub fn utc(unix: u64) -> String {
+    let (days, secs) = (unix / 86400, unix % 86400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 fn since(unix: u64) -> String {
@@ -122,8 +143,13 @@ pub fn peers(peers: &[PeerInfo]) -> String {
         let up = p.uptime_secs.map(duration).unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "  State:          {} (since {}), up {}",
+            "  State:          {} since {} ({}), up {}",
             p.state,
+            if p.since == 0 {
+                "-".to_string()
+            } else {
+                utc(p.since)
+            },
             since(p.since),
             up
         );
@@ -245,6 +271,85 @@ pub fn blocks(b: &BlocksReport) -> String {
     )
 }
 
+/// `routectl ipam show`: the pool and each node's share of it, like `calicoctl ipam show`.
+pub fn ipam_summary(b: &BlocksReport) -> String {
+    let mut rows = vec![vec![
+        "IP Pool".to_string(),
+        b.pool.to_string(),
+        "-".into(),
+        b.total.to_string(),
+        pct(b.in_use, b.total),
+        pct(b.free, b.total),
+    ]];
+    let mut nodes: std::collections::BTreeMap<String, (usize, u64, u64)> = Default::default();
+    for blk in &b.blocks {
+        let e = nodes
+            .entry(blk.node.clone().unwrap_or_else(|| "(none)".into()))
+            .or_default();
+        e.0 += 1;
+        e.1 += blk.in_use;
+        e.2 += blk.free;
+    }
+    for (node, (blocks, in_use, free)) in nodes {
+        let total = in_use + free;
+        rows.push(vec![
+            "Node".into(),
+            node,
+            blocks.to_string(),
+            total.to_string(),
+            pct(in_use, total),
+            pct(free, total),
+        ]);
+    }
+    let mut s = table(
+        &[
+            "GROUPING",
+            "CIDR / NODE",
+            "BLOCKS",
+            "IPS TOTAL",
+            "IPS IN USE",
+            "IPS FREE",
+        ],
+        &rows,
+    );
+    s.push_str(
+        "`routectl show blocks` lists the blocks; `routectl ipam show --ip <ip>` one address.\n",
+    );
+    s
+}
+
+/// `routectl node list`.
+pub fn nodes(nodes: &[NodeInfo]) -> String {
+    if nodes.is_empty() {
+        return "No nodes registered.\n".into();
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                if n.this_node {
+                    format!("{} (this node)", n.name)
+                } else {
+                    n.name.clone()
+                },
+                n.ip.to_string(),
+                n.asn.to_string(),
+                if n.blocks.is_empty() {
+                    "-".into()
+                } else {
+                    n.blocks
+                        .iter()
+                        .map(|b| b.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                format!("{} ago", duration(n.heartbeat_age_secs)),
+            ]
+        })
+        .collect();
+    table(&["NAME", "IP", "AS", "BLOCKS", "LAST HEARTBEAT"], &rows)
+}
+
 /// `routectl show endpoints`.
 pub fn endpoints(eps: &[EndpointRecord]) -> String {
     if eps.is_empty() {
@@ -352,6 +457,13 @@ mod tests {
             empty,
             "+--------------+\n| PEER ADDRESS |\n+--------------+\n+--------------+\n"
         );
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_796_351_403), "2026-12-04 02:30:03 UTC");
     }
 
     #[test]

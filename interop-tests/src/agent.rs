@@ -183,6 +183,18 @@ impl Agent {
         serde_json::from_str(&text).with_context(|| format!("routectl {args:?} JSON: {text}"))
     }
 
+    /// `routectl --socket <sock> <args>` as people read it (the table output).
+    pub fn routectl_text(&self, args: &[&str]) -> Result<String> {
+        let bin = binary("ROUTECTL_BIN", "routectl")?;
+        let out = Command::new(&bin)
+            .arg("--socket")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .with_context(|| format!("running {}", bin.display()))?;
+        check(&format!("routectl {args:?}"), out)
+    }
+
     pub fn summary(&self) -> Result<Summary> {
         Ok(serde_json::from_value(self.routectl(&["show"])?)?)
     }

@@ -3,116 +3,12 @@
 //! measured on Calico); deleting a pod removes its host route and frees its address; a fourth
 //! node joining gets routes to everyone and everyone to it; `down` leaves nothing behind.
 
+mod labkit;
+
+use labkit::{in_ns, routectl, routes, wait_until, Lab};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Lab {
-    dir: PathBuf,
-    prefix: String,
-}
-
-impl Lab {
-    fn cmd(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_gingham-lab"))
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(["--prefix", &self.prefix])
-            .args(args)
-            .output()
-            .expect("run gingham-lab")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "gingham-lab {args:?} failed:\n{text}\n{}",
-            self.logs()
-        );
-        text
-    }
-
-    fn status(&self) -> Value {
-        serde_json::from_str(&self.ok(&["status", "-o", "json"])).expect("status json")
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                let log = e.path().join("agent.log");
-                if let Ok(text) = std::fs::read_to_string(&log) {
-                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                    s.push_str(&format!("--- {}\n", log.display()));
-                    for l in tail.into_iter().rev() {
-                        s.push_str(l);
-                        s.push('\n');
-                    }
-                }
-            }
-        }
-        s
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["down"]);
-    }
-}
-
-fn in_ns(ns: &str, argv: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(argv)
-        .output()
-        .expect("ip netns exec")
-}
-
-fn routes(ns: &str) -> Vec<Value> {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-j", "route", "show"])
-        .output()
-        .expect("ip route");
-    serde_json::from_slice::<Value>(&out.stdout)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-}
-
-fn routectl(socket: &str, args: &[&str]) -> Value {
-    let bin = Path::new(env!("CARGO_BIN_EXE_gingham-lab")).with_file_name("routectl");
-    let out = Command::new(bin)
-        .args(["--socket", socket])
-        .args(args)
-        .args(["-o", "json"])
-        .output()
-        .expect("routectl");
-    assert!(
-        out.status.success(),
-        "routectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("routectl json")
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
 
 fn pods(status: &Value) -> Vec<(String, String, String, String)> {
     status["pods"]
@@ -132,10 +28,7 @@ fn pods(status: &Value) -> Vec<(String, String, String, String)> {
 
 #[test]
 fn lab_three_nodes_pods_ping_no_encapsulation_and_a_fourth_node_joins() {
-    let lab = Lab {
-        dir: std::env::temp_dir().join(format!("gingham-lab-test-{}", std::process::id())),
-        prefix: format!("glt{}", std::process::id()),
-    };
+    let lab = Lab::new("glt");
     let up = lab.ok(&["up", "--nodes", "3", "--pods-per-node", "2"]);
     assert!(up.contains("proto bird"), "up shows the routes:\n{up}");
     assert!(

@@ -106,6 +106,46 @@ fn three_agents_mesh_routes_blackholes_and_node_removal() -> Result<()> {
         .with_context(|| agent.log_tail(30))?;
     }
 
+    // routectl node list: every node, its address and its block.
+    let nodes: Value = agents[0].routectl(&["node", "list"])?;
+    let listed: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["node0", "node1", "node2"], "{nodes}");
+    assert_eq!(nodes[2]["blocks"][0], block_of(2).as_str(), "{nodes}");
+    assert_eq!(nodes[0]["this_node"], true);
+    // Removing a node whose agent runs would cut it off: refused, saying why; a node that
+    // does not exist is an error, not a success.
+    let live = agents[0]
+        .routectl(&["node", "remove", "node2"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        live.contains("still runs") && live.contains("--force"),
+        "{live}"
+    );
+    let nosuch = agents[0]
+        .routectl(&["node", "remove", "node9"])
+        .unwrap_err()
+        .to_string();
+    assert!(nosuch.contains("no node named node9"), "{nosuch}");
+    // trace answers for any address: outside the pool, with the kernel's route.
+    let t: Value = agents[0].routectl(&["trace", &ips[1].to_string()])?;
+    assert_eq!(t["in_pool"], false);
+    assert!(
+        t["kernel_route"].as_str().unwrap().contains("dev eth0"),
+        "{t}"
+    );
+    // ipam show without --ip: the pool and each node's share.
+    let summary = agents[0].routectl_text(&["ipam", "show"])?;
+    assert!(
+        summary.contains("IP Pool") && summary.contains("node1"),
+        "{summary}"
+    );
+
     // Node 2 goes for good: its agent stops, and an operator removes the node.
     agents[2].stop();
     let removed: Value = agents[0].routectl(&["node", "remove", "node2"])?;

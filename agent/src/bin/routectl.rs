@@ -1,8 +1,8 @@
 //! `routectl`: the operator's view of a node's gingham-agent, over its control socket.
 
 use agent::control::api::{
-    Assignment, BlocksReport, Command, EndpointRecord, IpInfo, IpamPolicy, IpamReport, NodeRemoved,
-    PeerInfo, RouteInfo, Summary, Trace,
+    Assignment, BlocksReport, Command, EndpointRecord, IpInfo, IpamPolicy, IpamReport, NodeInfo,
+    NodeRemoved, PeerInfo, RouteInfo, Summary, Trace,
 };
 use agent::control::call;
 use agent::render;
@@ -72,8 +72,15 @@ enum Top {
 #[derive(Subcommand)]
 enum NodeCmd {
     /// Remove a node gone for good: every agent drops its peer and routes; its addresses and
-    /// blocks are freed. Stop its agent first.
-    Remove { name: String },
+    /// blocks are freed. Refused while its agent still runs (a recent heartbeat, or a BGP
+    /// session up with this node) unless --force.
+    Remove {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// The nodes in the registry: name, IP, AS, blocks, last heartbeat.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -103,10 +110,10 @@ enum Ipam {
         #[arg(long)]
         max_blocks_per_node: Option<u32>,
     },
-    /// Who holds an address.
+    /// Pool usage per node (like `calicoctl ipam show`); with --ip, who holds an address.
     Show {
         #[arg(long)]
-        ip: Ipv4Addr,
+        ip: Option<Ipv4Addr>,
     },
     /// Assign an address outside pods (a VM, a tunnel end, a test).
     Assign {
@@ -127,13 +134,11 @@ fn fetch<T: DeserializeOwned + Serialize>(
 ) -> Result<(), String> {
     let value: T = call(&cli.socket, cmd, Duration::from_secs(30)).map_err(|e| e.to_string())?;
     match cli.output {
-        Output::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
-            )
-        }
-        Output::Table => print!("{}", render(&value)),
+        Output::Json => agent::say!(
+            "{}",
+            serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
+        ),
+        Output::Table => agent::output::print(&render(&value)),
     }
     Ok(())
 }
@@ -179,8 +184,11 @@ fn run(cli: &Cli) -> Result<(), String> {
             },
         ),
         Top::Ipam {
-            what: Ipam::Show { ip },
+            what: Ipam::Show { ip: Some(ip) },
         } => fetch::<IpInfo>(cli, Command::IpamShow { ip: *ip }, render::ip_info),
+        Top::Ipam {
+            what: Ipam::Show { ip: None },
+        } => fetch::<BlocksReport>(cli, Command::Blocks, render::ipam_summary),
         Top::Ipam {
             what: Ipam::Assign { handle },
         } => fetch::<Assignment>(
@@ -208,20 +216,30 @@ fn run(cli: &Cli) -> Result<(), String> {
         ),
         Top::Trace { ip } => fetch::<Trace>(cli, Command::Trace { ip: *ip }, render::trace),
         Top::Node {
-            what: NodeCmd::Remove { name },
-        } => fetch::<NodeRemoved>(cli, Command::NodeRemove { name: name.clone() }, |r| {
-            format!(
-                "Node {} removed{}: {} addresses and {} blocks freed\n",
-                r.name,
-                if r.registered {
-                    ""
-                } else {
-                    " (it was not registered)"
-                },
-                r.addresses.len(),
-                r.blocks.len()
-            )
-        }),
+            what: NodeCmd::List,
+        } => fetch::<Vec<NodeInfo>>(cli, Command::NodeList, |n| render::nodes(n)),
+        Top::Node {
+            what: NodeCmd::Remove { name, force },
+        } => fetch::<NodeRemoved>(
+            cli,
+            Command::NodeRemove {
+                name: name.clone(),
+                force: *force,
+            },
+            |r| {
+                format!(
+                    "Node {} removed{}: {} addresses and {} blocks freed\n",
+                    r.name,
+                    if r.registered {
+                        ""
+                    } else {
+                        " (it was not registered)"
+                    },
+                    r.addresses.len(),
+                    r.blocks.len()
+                )
+            },
+        ),
     }
 }
 

@@ -71,7 +71,14 @@ pub enum Command {
     /// `routectl node remove <name>`: a node gone for good (like `calicoctl delete node`): its
     /// registry record goes (every agent drops the peer and its routes) and its addresses and
     /// blocks are freed.
-    NodeRemove { name: String },
+    NodeRemove {
+        name: String,
+        /// Remove it even though its agent still seems to run.
+        #[serde(default)]
+        force: bool,
+    },
+    /// `routectl node list`: the nodes in the registry.
+    NodeList,
     /// CNI ADD, step 1: an address for a container (idempotent per container ID).
     EndpointAssign {
         container_id: String,
@@ -284,6 +291,23 @@ pub struct EndpointRecord {
     pub netns: String,
     /// Interface name inside the pod (`CNI_IFNAME`).
     pub pod_interface: String,
+}
+
+/// One node of the registry, for `routectl node list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    #[serde(rename = "as")]
+    pub asn: u32,
+    /// Blocks affine to the node.
+    pub blocks: Vec<Ipv4Net>,
+    /// Unix time of its agent's last heartbeat.
+    pub last_heartbeat: u64,
+    /// Seconds since then, as this agent sees it.
+    pub heartbeat_age_secs: u64,
+    /// The node is this agent's own.
+    pub this_node: bool,
 }
 
 /// `routectl node remove`.

@@ -85,6 +85,11 @@ pub enum AgentError {
     RecordEndpoint(#[source] StoreError),
     #[error("{0} is this node: remove it from another node, after stopping its agent")]
     RemoveSelf(String),
+    #[error("no node named {0} in the registry")]
+    NoSuchNode(String),
+    /// Removing a live node would cut it off: every other agent drops its routes.
+    #[error("node {name}'s agent still runs ({why}): stop it first, or pass --force to remove the node anyway (every agent drops its routes and its addresses are freed)")]
+    NodeAlive { name: String, why: String },
 }
 
 impl AgentError {
@@ -108,7 +113,9 @@ impl AgentError {
             | AgentError::Ipam(IpamError::InvalidHandle(_) | IpamError::NotInPool { .. }) => {
                 ErrorKind::Invalid
             }
+            AgentError::NodeAlive { .. } => ErrorKind::Invalid,
             AgentError::NoEndpoint(_)
+            | AgentError::NoSuchNode(_)
             | AgentError::NoLongerAssigned { .. }
             | AgentError::HostRouteMissing(_) => ErrorKind::NotFound,
             _ => ErrorKind::Internal,

@@ -158,9 +158,24 @@ impl Agent {
     }
 
     async fn trace(&self, ip: Ipv4Addr) -> Result<Trace, AgentError> {
-        let info = self.ip_info(ip).await?;
         let pool = self.ipam.pool().cidr;
         let in_pool = pool.contains(&ip);
+        // Outside the pool (a node, a service, the internet) IPAM has nothing to say; the
+        // kernel's route does.
+        let info = if in_pool {
+            self.ip_info(ip).await?
+        } else {
+            IpInfo {
+                ip,
+                assigned: false,
+                handle: None,
+                block: None,
+                block_owner: None,
+                node: None,
+                pod: None,
+                namespace: None,
+            }
+        };
         let mut steps = Vec::new();
         if in_pool {
             steps.push(format!("{ip} is in the pod pool {pool}"));
@@ -193,13 +208,16 @@ impl Agent {
             steps.push("it is not assigned to anything".into());
         }
 
-        // The kernel route: what `ip route get fibmatch` answers.
+        // The kernel route: what `ip route get fibmatch` answers, Gingham's or not.
         let route = self.kernel_route(ip).await?;
         let ours = route.as_ref().and_then(|r| r.ours.clone());
-        let kernel_route = ours.as_ref().and(route.as_ref()).map(|r| r.to_string());
-        match &kernel_route {
-            Some(r) => steps.push(format!("this node's kernel uses: {r}")),
-            None => steps.push("no Gingham route covers it here: the kernel's other routes (e.g. the default route) decide".into()),
+        let kernel_route = route.as_ref().map(|r| r.to_string());
+        match (&kernel_route, &ours) {
+            (Some(r), Some(_)) => steps.push(format!("this node's kernel uses: {r}")),
+            (Some(r), None) => steps.push(format!(
+                "no Gingham route covers it here; the kernel uses: {r}"
+            )),
+            (None, _) => steps.push("the kernel has no route to it here: unreachable".into()),
         }
         let endpoint = self
             .endpoints_of_this_node()
@@ -308,15 +326,99 @@ impl Agent {
         })
     }
 
-    async fn node_remove(&self, name: String) -> Result<NodeRemoved, AgentError> {
+    async fn node_list(&self) -> Result<Vec<crate::control::api::NodeInfo>, AgentError> {
+        let (store, ipam) = (self.store.clone(), self.ipam.clone());
+        let (nodes, blocks) = blocking(move || {
+            let nodes = ipam::NodeRegistry::new(store).list()?;
+            let blocks = ipam.blocks()?;
+            Ok((nodes, blocks))
+        })
+        .await?;
+        let now = super::now_secs();
+        Ok(nodes
+            .into_iter()
+            .map(|n| crate::control::api::NodeInfo {
+                blocks: blocks
+                    .iter()
+                    .filter(|b| b.node.as_deref() == Some(n.name.as_str()))
+                    .map(|b| b.cidr)
+                    .collect(),
+                this_node: n.name == self.node,
+                heartbeat_age_secs: now.saturating_sub(n.last_heartbeat),
+                name: n.name,
+                ip: n.address,
+                asn: n.asn,
+                last_heartbeat: n.last_heartbeat,
+            })
+            .collect())
+    }
+
+    async fn node_remove(&self, name: String, force: bool) -> Result<NodeRemoved, AgentError> {
         if name == self.node {
             return Err(AgentError::RemoveSelf(name));
         }
+        let node = self.node_list().await?.into_iter().find(|n| n.name == name);
+        let (ipam, n) = (self.ipam.clone(), name.clone());
+        let owns_something = blocking(move || Ok(!ipam.allocations(&n)?.is_empty())).await?;
+        let Some(node) = node else {
+            if owns_something {
+                // Not registered but still holding addresses: freeing them is what is asked.
+                return self.node_release(name, false).await;
+            }
+            return Err(AgentError::NoSuchNode(name));
+        };
+        if !force {
+            if let Some(why) = self.still_running(&node).await? {
+                return Err(AgentError::NodeAlive { name, why });
+            }
+        }
+        self.node_release(name, true).await
+    }
+
+    /// Why `node`'s agent looks alive, if it does. A mesh peer's session says it best: a
+    /// stopping agent sends Cease, so the session drops with it (allowed a moment to be seen).
+    /// Without a session to go by (no mesh), a heartbeat younger than three periods.
+    async fn still_running(
+        &self,
+        node: &crate::control::api::NodeInfo,
+    ) -> Result<Option<String>, AgentError> {
+        let addr = std::net::IpAddr::V4(node.ip);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let status = self.speaker.status().await?;
+            match status.peers.iter().find(|p| p.address == addr) {
+                Some(p) if p.state == bgp::fsm::State::Established => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Ok(Some(format!(
+                            "its BGP session with this node ({}) is Established",
+                            node.ip
+                        )));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Some(_) => return Ok(None),
+                None if node.heartbeat_age_secs < super::HEARTBEAT_STALE.as_secs() => {
+                    return Ok(Some(format!(
+                        "its last heartbeat was {} s ago",
+                        node.heartbeat_age_secs
+                    )))
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Removes the registry record and frees the node's blocks and addresses.
+    async fn node_release(
+        &self,
+        name: String,
+        registered: bool,
+    ) -> Result<NodeRemoved, AgentError> {
         let (store, ipam, n) = (self.store.clone(), self.ipam.clone(), name.clone());
         let (registered, freed) = blocking(move || {
-            let registered = ipam::NodeRegistry::new(store).remove(&n)?;
+            let removed = ipam::NodeRegistry::new(store).remove(&n)?;
             let freed = ipam.release_node(&n)?;
-            Ok((registered, freed))
+            Ok((removed || registered, freed))
         })
         .await?;
         tracing::info!(
@@ -391,7 +493,10 @@ impl Agent {
                 })
             }
             Command::Trace { ip } => Response::ok(&self.trace(ip).await?),
-            Command::NodeRemove { name } => Response::ok(&self.node_remove(name).await?),
+            Command::NodeRemove { name, force } => {
+                Response::ok(&self.node_remove(name, force).await?)
+            }
+            Command::NodeList => Response::ok(&self.node_list().await?),
             Command::EndpointAssign {
                 container_id,
                 pod,

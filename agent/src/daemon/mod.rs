@@ -62,6 +62,11 @@ pub struct Agent {
     pub started: Instant,
 }
 
+/// How often an agent writes its heartbeat into the registry.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+/// A node whose heartbeat is older than this is taken for stopped (three missed beats).
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -280,7 +285,7 @@ async fn wait_for_stop() {
 /// errors are logged and retried: they must not stop the node's forwarding.
 async fn housekeeping(agent: Arc<Agent>, registry: NodeRegistry) -> Result<(), AgentError> {
     loop {
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
         let (reg, node) = (registry.clone(), agent.node.clone());
         if let Err(e) =
             tokio::task::spawn_blocking(move || reg.heartbeat(&node, now_secs())).await?

@@ -3,23 +3,27 @@
 //! A bridge in its own network namespace is the underlay (172.18.0.0/16, like kind's Docker
 //! network); each node is a namespace with `eth0` on that bridge and a `gingham-agent` inside,
 //! all sharing one `file` datastore; each pod is a namespace wired by the real `gingham-cni`
-//! binary, called as a container runtime would call it.
+//! binary, called as a container runtime would call it. Every command that changes the lab holds
+//! the lab's lock, so commands can run side by side.
 
+mod node;
+mod pod;
+mod show;
 mod state;
 mod sys;
 
+use agent::say;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
-use state::{LabState, NodeState, PodState};
-use std::io::Write;
-use std::net::Ipv4Addr;
+use state::{LabLock, LabState};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SUBNET_PREFIX: [u8; 3] = [172, 18, 0];
-const AS: u32 = 64512;
+pub const SUBNET_PREFIX: [u8; 2] = [172, 18];
+pub const AS: u32 = 64512;
+pub const DEFAULT_DIR: &str = "/var/run/gingham-lab";
+pub const DEFAULT_PREFIX: &str = "gingham";
 
 #[derive(Parser)]
 #[command(
@@ -27,24 +31,14 @@ const AS: u32 = 64512;
     version,
     about = "A kind-like Gingham cluster in network namespaces"
 )]
-struct Cli {
+pub struct Cli {
     /// Where the lab keeps its state, datastore, sockets and logs.
-    #[arg(
-        long,
-        global = true,
-        env = "GINGHAM_LAB_DIR",
-        default_value = "/var/run/gingham-lab"
-    )]
-    dir: PathBuf,
+    #[arg(long, global = true, env = "GINGHAM_LAB_DIR", default_value = DEFAULT_DIR)]
+    pub dir: PathBuf,
     /// Prefix of every name the lab gives (nodes, namespaces), like kind's cluster name. Lets two
     /// labs (say, a test and yours) live side by side, each with its own --dir.
-    #[arg(
-        long,
-        global = true,
-        env = "GINGHAM_LAB_PREFIX",
-        default_value = "gingham"
-    )]
-    prefix: String,
+    #[arg(long, global = true, env = "GINGHAM_LAB_PREFIX", default_value = DEFAULT_PREFIX)]
+    pub prefix: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -53,8 +47,8 @@ struct Cli {
 enum Cmd {
     /// Build the lab: underlay, nodes with agents, pods; show routes and a cross-node ping.
     Up {
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=200))]
-        nodes: u8,
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        nodes: u16,
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=50))]
         pods_per_node: u8,
     },
@@ -68,10 +62,28 @@ enum Cmd {
         #[command(subcommand)]
         what: PodCmd,
     },
-    /// Add a node (it joins the mesh and gets routes to everyone).
+    /// Add or delete a node.
     Node {
         #[command(subcommand)]
         what: NodeCmd,
+    },
+    /// Stop a node's agent with SIGTERM and start it again the same way (a DaemonSet
+    /// rollout): its routes stay in the kernel meanwhile.
+    RestartAgent { node: String },
+    /// Print a node's agent log.
+    Logs {
+        node: String,
+        /// Keep printing what the agent writes (like `tail -f`).
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Run a command inside a node's or a pod's namespace, like `docker exec` on kind:
+    /// `gingham-lab exec gingham-worker -- ip route`.
+    Exec {
+        /// A node or pod name.
+        target: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
     /// Remove every namespace, link, process and file the lab made.
     Down,
@@ -82,17 +94,26 @@ enum PodCmd {
     /// Create a pod on a node (name defaults to pod-<node index>-<n>).
     Add { node: String, name: Option<String> },
     /// Delete a pod (CNI DEL, then its namespace).
-    Del { name: String },
+    Del {
+        name: String,
+        /// Delete it even when its node's agent is stopped: the address is released in the
+        /// datastore directly.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum NodeCmd {
-    /// Add a node to the running lab.
+    /// Add a node to the running lab (it joins the mesh and gets routes to everyone).
     Add { name: Option<String> },
+    /// Delete a node: its pods, its agent, its namespace, and its record (every other agent
+    /// drops it from the mesh; its blocks and addresses are freed).
+    Del { name: String },
 }
 
 /// The other Gingham binaries sit next to this one (`cargo build` puts them together), or on PATH.
-fn bin(name: &str) -> PathBuf {
+pub fn bin(name: &str) -> PathBuf {
     if let Ok(me) = std::env::current_exe() {
         if let Some(dir) = me.parent() {
             let p = dir.join(name);
@@ -104,43 +125,7 @@ fn bin(name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// kind's naming: `<cluster>-control-plane`, `<cluster>-worker`, `<cluster>-worker2`, ...
-fn node_name(prefix: &str, index: usize) -> String {
-    match index {
-        0 => format!("{prefix}-control-plane"),
-        1 => format!("{prefix}-worker"),
-        n => format!("{prefix}-worker{n}"),
-    }
-}
-
-fn routectl(node: &NodeState, args: &[&str]) -> Result<Value> {
-    let sock = node.control_socket.to_string_lossy().into_owned();
-    let mut argv = vec!["--socket", sock.as_str()];
-    argv.extend_from_slice(args);
-    argv.extend_from_slice(&["-o", "json"]);
-    let out = Command::new(bin("routectl")).args(&argv).output()?;
-    if !out.status.success() {
-        bail!(
-            "routectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-fn routectl_text(node: &NodeState, args: &[&str]) -> String {
-    let sock = node.control_socket.to_string_lossy().into_owned();
-    let mut argv = vec!["--socket", sock.as_str()];
-    argv.extend_from_slice(args);
-    match Command::new(bin("routectl")).args(&argv).output() {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-        Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-        Err(e) => format!("routectl: {e}\n"),
-    }
-}
-
-fn wait(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<bool>) -> Result<()> {
+pub fn wait(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<bool>) -> Result<()> {
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < timeout {
@@ -154,329 +139,40 @@ fn wait(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<bool>) 
     bail!("timed out after {timeout:?} waiting for {what} {last}")
 }
 
-fn start_node(dir: &Path, st: &mut LabState, index: usize, name: String) -> Result<()> {
-    let ip = Ipv4Addr::new(
-        SUBNET_PREFIX[0],
-        SUBNET_PREFIX[1],
-        SUBNET_PREFIX[2],
-        (index + 2) as u8,
-    );
-    let node_dir = dir.join(&name);
-    std::fs::create_dir_all(&node_dir)?;
-    sys::netns_add(&name)?;
-    let port = format!("p{}", index + 1);
-    // The veth is made in the node namespace and its other end moved to the bridge namespace.
-    sys::ip(
-        &name,
-        &["link", "add", "eth0", "type", "veth", "peer", "name", &port],
-    )?;
-    sys::ip(&name, &["link", "set", &port, "netns", &st.underlay_netns])?;
-    sys::ip(
-        &st.underlay_netns,
-        &["link", "set", &port, "master", "br0", "up"],
-    )?;
-    sys::ip(&name, &["addr", "add", &format!("{ip}/16"), "dev", "eth0"])?;
-    sys::ip(&name, &["link", "set", "eth0", "up"])?;
-    sys::ip(&name, &["route", "add", "default", "via", "172.18.0.1"])?;
-    let sock = node_dir.join("agent.sock");
-    let log = node_dir.join("agent.log");
-    let logf = std::fs::File::create(&log)?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", &name])
-        .arg(bin("gingham-agent"))
-        .args([
-            "--node-name",
-            &name,
-            "--ip",
-            &ip.to_string(),
-            "--as",
-            &AS.to_string(),
-        ])
-        .arg("--datastore")
-        .arg(format!("file:{}", st.datastore.display()))
-        .arg("--control-socket")
-        .arg(&sock)
-        .args(["--metrics-addr", "127.0.0.1:9099"])
-        .env("LOG_LEVEL", "info")
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone()?)
-        .stderr(logf)
-        .spawn()
-        .context("starting gingham-agent")?;
-    st.nodes.push(NodeState {
-        netns: name.clone(),
-        name,
-        ip,
-        control_socket: sock,
-        agent_pid: child.id() as i32,
-        log,
-        bridge_port: port,
-    });
-    st.save(dir)
-}
-
-fn cni_config(node: &NodeState) -> String {
-    json!({
-        "cniVersion": "1.0.0",
-        "name": "k8s-pod-network",
-        "type": "gingham-cni",
-        "mtu": 1500,
-        "control_socket": node.control_socket,
-        "ipam": {"type": "gingham-ipam"}
-    })
-    .to_string()
-}
-
-/// Calls the real CNI plugin inside the node's namespace, as kubelet's runtime would.
-fn cni(node: &NodeState, pod: &PodState, command: &str) -> Result<Value> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &node.netns])
-        .arg(bin("gingham-cni"))
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", &pod.container_id)
-        .env("CNI_NETNS", format!("/var/run/netns/{}", pod.netns))
-        .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_ARGS",
-            format!(
-                "K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
-                pod.namespace, pod.name
-            ),
+fn load(dir: &Path) -> Result<LabState> {
+    LabState::load(dir)?.ok_or_else(|| {
+        anyhow!(
+            "no lab is up (no state in {}); start one with `gingham-lab up`",
+            dir.display()
         )
-        .env("CNI_PATH", "/usr/lib/cni:/opt/cni/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting gingham-cni")?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow!("no stdin"))?
-        .write_all(cni_config(node).as_bytes())?;
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "gingham-cni {command} for {}: {} {}",
-            pod.name,
-            stdout.trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    if stdout.trim().is_empty() {
-        return Ok(Value::Null);
-    }
-    Ok(serde_json::from_str(&stdout)?)
-}
-
-fn add_pod(
-    dir: &Path,
-    st: &mut LabState,
-    node_name: &str,
-    name: Option<String>,
-) -> Result<PodState> {
-    let node = st
-        .node(node_name)
-        .ok_or_else(|| anyhow!("no node named {node_name} in the lab"))?
-        .clone();
-    let index = st
-        .nodes
-        .iter()
-        .position(|n| n.name == node_name)
-        .unwrap_or(0)
-        + 1;
-    let name = name.unwrap_or_else(|| {
-        (1..)
-            .map(|k| format!("pod-{index}-{k}"))
-            .find(|n| !st.pods.iter().any(|p| &p.name == n))
-            .expect("unbounded")
-    });
-    if st.pods.iter().any(|p| p.name == name) {
-        bail!("a pod named {name} already exists");
-    }
-    let netns = format!("{}-{name}", st.prefix);
-    sys::netns_add(&netns)?;
-    let mut pod = PodState {
-        name: name.clone(),
-        namespace: "default".into(),
-        node: node.name.clone(),
-        netns: netns.clone(),
-        container_id: format!("lab{:016x}", fnv(&name) ^ std::process::id() as u64),
-        ip: None,
-        interface: String::new(),
-    };
-    st.pods.push(pod.clone());
-    st.save(dir)?;
-    let result = match cni(&node, &pod, "ADD") {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = sys::netns_del(&netns);
-            st.pods.retain(|p| p.name != name);
-            st.save(dir)?;
-            return Err(e);
-        }
-    };
-    pod.ip = result["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .and_then(|a| a.parse().ok());
-    pod.interface = result["interfaces"][0]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    if let Some(p) = st.pods.iter_mut().find(|p| p.name == name) {
-        *p = pod.clone();
-    }
-    st.save(dir)?;
-    Ok(pod)
-}
-
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
     })
 }
 
-fn del_pod(dir: &Path, st: &mut LabState, name: &str) -> Result<()> {
-    let pod = st
-        .pods
-        .iter()
-        .find(|p| p.name == name)
-        .cloned()
-        .ok_or_else(|| anyhow!("no pod named {name}"))?;
-    if let Some(node) = st.node(&pod.node).cloned() {
-        cni(&node, &pod, "DEL")?;
-    }
-    sys::netns_del(&pod.netns)?;
-    st.pods.retain(|p| p.name != name);
-    st.save(dir)
-}
-
-fn mesh_up(st: &LabState) -> Result<bool> {
-    for n in &st.nodes {
-        let s = routectl(n, &["show"])?;
-        let peers = s["peers"].as_array().cloned().unwrap_or_default();
-        if peers.len() + 1 < st.nodes.len() || peers.iter().any(|p| p["state"] != "Established") {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// Every node's kernel routes every other node's blocks via that node, and blackholes its own.
-fn routes_converged(st: &LabState) -> Result<bool> {
-    let Some(first) = st.nodes.first() else {
-        return Ok(true);
-    };
-    let blocks = routectl(first, &["show", "blocks"])?;
-    let blocks: Vec<(String, String)> = blocks["blocks"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|b| {
-            Some((
-                b["block"].as_str()?.to_string(),
-                b["node"].as_str()?.to_string(),
-            ))
-        })
-        .collect();
-    for n in &st.nodes {
-        let routes: Value = serde_json::from_str(&sys::ip(
-            &n.netns,
-            &["-j", "route", "show", "proto", "bird"],
-        )?)?;
-        let routes = routes.as_array().cloned().unwrap_or_default();
-        for (block, owner) in &blocks {
-            let Some(owner_ip) = st.node(owner).map(|o| o.ip.to_string()) else {
-                continue;
-            };
-            let ok = routes.iter().any(|r| {
-                r["dst"] == block.as_str()
-                    && if owner == &n.name {
-                        r["type"] == "blackhole"
-                    } else {
-                        r["gateway"] == owner_ip.as_str()
-                    }
-            });
-            if !ok && !block.ends_with("/32") {
-                return Ok(false);
-            }
-        }
-    }
-    Ok(true)
-}
-
-fn show(st: &LabState) {
-    for n in &st.nodes {
-        println!("=== {} ({}) — routectl show", n.name, n.ip);
-        print!("{}", routectl_text(n, &["show"]));
-        println!("--- {}: ip route | grep -E 'bird|blackhole|cali'", n.name);
-        if let Ok(r) = sys::ip(&n.netns, &["route", "show"]) {
-            for line in r
-                .lines()
-                .filter(|l| l.contains("bird") || l.contains("blackhole") || l.contains("cali"))
-            {
-                println!("{line}");
-            }
-        }
-        println!();
-    }
-}
-
-fn ping_across(st: &LabState) -> Result<bool> {
-    let a = st
-        .pods
-        .iter()
-        .find(|p| Some(&p.node) == st.nodes.first().map(|n| &n.name));
-    let b = st
-        .pods
-        .iter()
-        .find(|p| Some(&p.node) == st.nodes.get(1).map(|n| &n.name));
-    let (Some(a), Some(b)) = (a, b) else {
-        println!("(need pods on two nodes for a cross-node ping)");
-        return Ok(true);
-    };
-    let dst =
-        b.ip.ok_or_else(|| anyhow!("pod {} has no address", b.name))?
-            .to_string();
-    println!(
-        "=== ping from {} ({}, on {}) to {} ({}, on {})",
-        a.name,
-        a.ip.map(|i| i.to_string()).unwrap_or_default(),
-        a.node,
-        b.name,
-        dst,
-        b.node
-    );
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &a.netns, "ping", "-c", "3", "-i", "0.2", "-W", "2", &dst,
-        ])
-        .output()?;
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    Ok(out.status.success())
-}
-
-fn up(dir: &Path, prefix: &str, nodes: u8, pods_per_node: u8) -> Result<()> {
+fn up(cli: &Cli, nodes: u16, pods_per_node: u8) -> Result<()> {
+    let (dir, prefix) = (cli.dir.as_path(), cli.prefix.as_str());
+    let _lock = LabLock::acquire(dir)?;
     if let Some(st) = LabState::load(dir)? {
         if !st.nodes.is_empty() {
-            println!("A lab is already up ({} nodes, {} pods) in {}: nothing to do. `gingham-lab down` removes it.", st.nodes.len(), st.pods.len(), dir.display());
-            status(&st, false);
+            say!(
+                "A lab is already up ({} nodes, {} pods) in {}: nothing to do. `{}` removes it.",
+                st.nodes.len(),
+                st.pods.len(),
+                dir.display(),
+                show::lab_command(cli, "down")
+            );
+            show::status(&st, false, dir);
             return Ok(());
         }
     }
     let underlay = format!("{prefix}-underlay");
     for name in (0..nodes as usize)
-        .map(|i| node_name(prefix, i))
+        .map(|i| node::default_name(prefix, i))
         .chain([underlay.clone()])
     {
         if sys::netns_exists(&name) {
-            bail!("network namespace {name} exists but no lab state was found in {}: remove it (`ip netns del {name}`) or pass --dir", dir.display());
+            bail!("network namespace {name} exists but no lab state was found in {}: remove it (`ip netns del {name}`) or pass --dir and --prefix", dir.display());
         }
     }
-    std::fs::create_dir_all(dir)?;
     let mut st = LabState {
         prefix: prefix.to_string(),
         underlay_netns: underlay.clone(),
@@ -484,9 +180,10 @@ fn up(dir: &Path, prefix: &str, nodes: u8, pods_per_node: u8) -> Result<()> {
         datastore: dir.join("datastore"),
         nodes: vec![],
         pods: vec![],
+        next_node: 0,
     };
     st.save(dir)?;
-    println!("Creating the underlay bridge (172.18.0.0/16) in namespace {underlay}");
+    say!("Creating the underlay bridge (172.18.0.0/16) in namespace {underlay}");
     sys::netns_add(&underlay)?;
     sys::ip(&underlay, &["link", "add", "br0", "type", "bridge"])?;
     sys::ip(&underlay, &["link", "set", "br0", "up"])?;
@@ -496,33 +193,39 @@ fn up(dir: &Path, prefix: &str, nodes: u8, pods_per_node: u8) -> Result<()> {
     // underlay namespace (it does not forward).
     sys::ip(&underlay, &["addr", "add", "172.18.0.1/16", "dev", "br0"])?;
     for i in 0..nodes as usize {
-        let name = node_name(prefix, i);
-        start_node(dir, &mut st, i, name.clone())?;
-        println!(
+        let name = node::default_name(prefix, i);
+        node::create(dir, &mut st, &name, None)?;
+        say!(
             "Node {name}: eth0 {}, gingham-agent pid {}",
-            st.nodes[i].ip, st.nodes[i].agent_pid
+            st.nodes[i].ip,
+            st.nodes[i].agent_pid
         );
     }
     wait(
         "every agent's control socket",
         Duration::from_secs(30),
-        || Ok(st.nodes.iter().all(|n| routectl(n, &["show"]).is_ok())),
+        || {
+            Ok(st
+                .nodes
+                .iter()
+                .all(|n| show::routectl(n, &["show"]).is_ok()))
+        },
     )
-    .map_err(|e| anyhow!("{e}; agent logs are in {}", dir.display()))?;
+    .map_err(|e| anyhow!("{e}; agent logs are in {}/<node>/agent.log", dir.display()))?;
     wait(
         "the BGP full mesh to reach Established",
         Duration::from_secs(60),
-        || mesh_up(&st),
+        || show::mesh_up(&st),
     )?;
-    println!(
+    say!(
         "BGP full mesh established ({} sessions)",
         st.nodes.len() * (st.nodes.len() - 1) / 2
     );
     let names: Vec<String> = st.nodes.iter().map(|n| n.name.clone()).collect();
     for node in &names {
         for _ in 0..pods_per_node {
-            let pod = add_pod(dir, &mut st, node, None)?;
-            println!(
+            let pod = pod::add(dir, &mut st, node, None)?;
+            say!(
                 "Pod {} on {}: {} via {}",
                 pod.name,
                 node,
@@ -534,66 +237,24 @@ fn up(dir: &Path, prefix: &str, nodes: u8, pods_per_node: u8) -> Result<()> {
     wait(
         "every node's kernel to route every block",
         Duration::from_secs(60),
-        || routes_converged(&st),
+        || show::routes_converged(&st),
     )?;
-    println!();
-    show(&st);
-    if !ping_across(&st)? {
+    say!();
+    show::routes(&st);
+    if !show::ping_across(&st)? {
         bail!("the cross-node ping failed");
     }
-    println!("\nThe lab is up. Try: gingham-lab status, routectl --socket {} show routes, gingham-lab down", st.nodes[0].control_socket.display());
+    say!();
+    say!("{}", show::hints(cli, &st));
     Ok(())
 }
 
-fn status(st: &LabState, as_json: bool) {
-    if as_json {
-        let v = json!({
-            "nodes": st.nodes.iter().map(|n| json!({"name": n.name, "netns": n.netns, "ip": n.ip, "control_socket": n.control_socket, "agent_running": sys::pid_alive(n.agent_pid)})).collect::<Vec<_>>(),
-            "pods": st.pods.iter().map(|p| json!({"name": p.name, "namespace": p.namespace, "node": p.node, "netns": p.netns, "ip": p.ip, "interface": p.interface})).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return;
-    }
-    println!(
-        "{:<24} {:<24} {:<14} {:<8} CONTROL SOCKET",
-        "NODE", "NETNS", "IP", "AGENT"
-    );
-    for n in &st.nodes {
-        let running = if sys::pid_alive(n.agent_pid) {
-            "running"
-        } else {
-            "stopped"
-        };
-        println!(
-            "{:<24} {:<24} {:<14} {:<8} {}",
-            n.name,
-            n.netns,
-            n.ip,
-            running,
-            n.control_socket.display()
-        );
-    }
-    println!();
-    println!(
-        "{:<14} {:<10} {:<24} {:<20} {:<16} INTERFACE",
-        "POD", "NAMESPACE", "NODE", "NETNS", "IP"
-    );
-    for p in &st.pods {
-        println!(
-            "{:<14} {:<10} {:<24} {:<20} {:<16} {}",
-            p.name,
-            p.namespace,
-            p.node,
-            p.netns,
-            p.ip.map(|i| i.to_string()).unwrap_or_default(),
-            p.interface
-        );
-    }
-}
-
 fn down(dir: &Path) -> Result<()> {
+    let lock = LabLock::acquire(dir)?;
     let Some(st) = LabState::load(dir)? else {
-        println!(
+        drop(lock);
+        let _ = std::fs::remove_dir_all(dir);
+        say!(
             "No lab is up (no state in {}): nothing to do.",
             dir.display()
         );
@@ -601,86 +262,208 @@ fn down(dir: &Path) -> Result<()> {
     };
     for p in &st.pods {
         if sys::netns_del(&p.netns)? {
-            println!("Deleted pod namespace {}", p.netns);
+            say!("Deleted pod namespace {}", p.netns);
         }
     }
     for n in &st.nodes {
         sys::stop_pid(n.agent_pid);
         if sys::netns_del(&n.netns)? {
-            println!("Stopped the agent of {} and deleted its namespace", n.name);
+            say!("Stopped the agent of {} and deleted its namespace", n.name);
         }
     }
     if sys::netns_del(&st.underlay_netns)? {
-        println!("Deleted the underlay namespace {}", st.underlay_netns);
+        say!("Deleted the underlay namespace {}", st.underlay_netns);
     }
+    drop(lock);
     std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-    println!("Removed {}", dir.display());
+    say!("Removed {}", dir.display());
     Ok(())
+}
+
+fn node_add(cli: &Cli, name: Option<String>) -> Result<()> {
+    let dir = cli.dir.as_path();
+    let node = {
+        let _lock = LabLock::acquire(dir)?;
+        let mut st = load(dir)?;
+        let name = name.unwrap_or_else(|| node::default_name(&st.prefix, st.next_node));
+        if st.node(&name).is_some() {
+            bail!("a node named {name} already exists");
+        }
+        node::create(dir, &mut st, &name, None)?;
+        st.node(&name).cloned().context("node just created")?
+    };
+    say!(
+        "Node {}: eth0 {}, gingham-agent pid {} (namespace {})",
+        node.name,
+        node.ip,
+        node.agent_pid,
+        node.netns
+    );
+    let st = load(dir)?;
+    wait(
+        "the new node to join the mesh",
+        Duration::from_secs(60),
+        || show::mesh_up(&st),
+    )?;
+    say!("{} joined the mesh", node.name);
+    Ok(())
+}
+
+fn node_del(cli: &Cli, name: &str) -> Result<()> {
+    let dir = cli.dir.as_path();
+    let _lock = LabLock::acquire(dir)?;
+    let mut st = load(dir)?;
+    let node = st
+        .node(name)
+        .cloned()
+        .with_context(|| format!("no node named {name} in the lab"))?;
+    let pods: Vec<String> = st
+        .pods
+        .iter()
+        .filter(|p| p.node == name)
+        .map(|p| p.name.clone())
+        .collect();
+    for p in pods {
+        pod::del(dir, &mut st, &p, true)?;
+        say!("Deleted pod {p}");
+    }
+    sys::stop_pid(node.agent_pid);
+    sys::netns_del(&node.netns)?;
+    let _ = sys::ip(&st.underlay_netns, &["link", "del", &node.bridge_port]);
+    // What `routectl node remove` does: the record goes (every agent drops the peer and its
+    // routes) and its blocks and addresses are freed.
+    let store = ipam::open_store(&format!("file:{}", st.datastore.display()))?;
+    let registered = ipam::NodeRegistry::new(store.clone()).remove(name)?;
+    let freed = ipam::Ipam::open(store, ipam::IpamSettings::default())?.release_node(name)?;
+    st.nodes.retain(|n| n.name != name);
+    st.save(dir)?;
+    let _ = std::fs::remove_dir_all(dir.join(name));
+    say!(
+        "Deleted node {name}{}: {} blocks and {} addresses freed",
+        if registered {
+            ""
+        } else {
+            " (it was not registered)"
+        },
+        freed.blocks.len(),
+        freed.addresses.len()
+    );
+    Ok(())
+}
+
+fn logs(cli: &Cli, name: &str, follow: bool) -> Result<()> {
+    let st = load(&cli.dir)?;
+    let node = st
+        .node(name)
+        .with_context(|| format!("no node named {name} in the lab"))?;
+    let mut f = std::fs::File::open(&node.log)
+        .with_context(|| format!("opening {}", node.log.display()))?;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        std::io::Read::read_to_end(&mut f, &mut buf)?;
+        if !buf.is_empty() {
+            agent::output::print(&String::from_utf8_lossy(&buf));
+        }
+        if !follow {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn exec(cli: &Cli, target: &str, command: &[String]) -> Result<i32> {
+    let st = load(&cli.dir)?;
+    let netns = st
+        .node(target)
+        .map(|n| n.netns.clone())
+        .or_else(|| {
+            st.pods
+                .iter()
+                .find(|p| p.name == target)
+                .map(|p| p.netns.clone())
+        })
+        .with_context(|| format!("no node or pod named {target} in the lab"))?;
+    let status = Command::new("ip")
+        .args(["netns", "exec", &netns])
+        .args(command)
+        .status()
+        .with_context(|| format!("running {command:?} in {netns}"))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+fn run(cli: &Cli) -> Result<i32> {
+    let dir = cli.dir.as_path();
+    match &cli.command {
+        Cmd::Up {
+            nodes,
+            pods_per_node,
+        } => up(cli, *nodes, *pods_per_node)?,
+        Cmd::Down => down(dir)?,
+        Cmd::Status { output } => show::status(&load(dir)?, output == "json", dir),
+        Cmd::Pod {
+            what: PodCmd::Add { node, name },
+        } => {
+            let _lock = LabLock::acquire(dir)?;
+            let mut st = load(dir)?;
+            let pod = pod::add(dir, &mut st, node, name.clone())?;
+            say!(
+                "Pod {} on {}: {} via {}",
+                pod.name,
+                pod.node,
+                pod.ip.map(|i| i.to_string()).unwrap_or_default(),
+                pod.interface
+            );
+        }
+        Cmd::Pod {
+            what: PodCmd::Del { name, force },
+        } => {
+            let _lock = LabLock::acquire(dir)?;
+            let mut st = load(dir)?;
+            let forced = pod::del(dir, &mut st, name, *force)?;
+            match forced.agent_error {
+                Some(e) => say!(
+                    "Deleted pod {name} without its agent ({e}); its address was {} in the datastore",
+                    if forced.released_address {
+                        "released"
+                    } else {
+                        "already free"
+                    }
+                ),
+                None => say!("Deleted pod {name}"),
+            }
+        }
+        Cmd::Node {
+            what: NodeCmd::Add { name },
+        } => node_add(cli, name.clone())?,
+        Cmd::Node {
+            what: NodeCmd::Del { name },
+        } => node_del(cli, name)?,
+        Cmd::RestartAgent { node } => {
+            let _lock = LabLock::acquire(dir)?;
+            let mut st = load(dir)?;
+            let pid = node::restart_agent(dir, &mut st, node)?;
+            let n = st.node(node).cloned().context("restarted node")?;
+            wait(
+                "the agent's control socket",
+                Duration::from_secs(30),
+                || Ok(show::routectl(&n, &["show"]).is_ok()),
+            )?;
+            say!("Restarted the agent of {node} (pid {pid}); its routes stayed in the kernel");
+        }
+        Cmd::Logs { node, follow } => logs(cli, node, *follow)?,
+        Cmd::Exec { target, command } => return exec(cli, target, command),
+    }
+    Ok(0)
 }
 
 fn main() {
     let cli = Cli::parse();
-    let result = (|| -> Result<()> {
-        match cli.command {
-            Cmd::Up {
-                nodes,
-                pods_per_node,
-            } => up(&cli.dir, &cli.prefix, nodes, pods_per_node),
-            Cmd::Down => down(&cli.dir),
-            Cmd::Status { output } => {
-                let st = LabState::load(&cli.dir)?
-                    .ok_or_else(|| anyhow!("no lab is up (no state in {})", cli.dir.display()))?;
-                status(&st, output == "json");
-                Ok(())
-            }
-            Cmd::Pod { what } => {
-                let mut st = LabState::load(&cli.dir)?.ok_or_else(|| anyhow!("no lab is up"))?;
-                match what {
-                    PodCmd::Add { node, name } => {
-                        let pod = add_pod(&cli.dir, &mut st, &node, name)?;
-                        println!(
-                            "Pod {} on {}: {} via {}",
-                            pod.name,
-                            pod.node,
-                            pod.ip.map(|i| i.to_string()).unwrap_or_default(),
-                            pod.interface
-                        );
-                        Ok(())
-                    }
-                    PodCmd::Del { name } => {
-                        del_pod(&cli.dir, &mut st, &name)?;
-                        println!("Deleted pod {name}");
-                        Ok(())
-                    }
-                }
-            }
-            Cmd::Node {
-                what: NodeCmd::Add { name },
-            } => {
-                let mut st = LabState::load(&cli.dir)?.ok_or_else(|| anyhow!("no lab is up"))?;
-                let index = st.nodes.len();
-                let name = name.unwrap_or_else(|| node_name(&st.prefix, index));
-                if st.node(&name).is_some() {
-                    bail!("a node named {name} already exists");
-                }
-                start_node(&cli.dir, &mut st, index, name.clone())?;
-                let node = st.nodes[index].clone();
-                println!(
-                    "Node {name}: eth0 {}, gingham-agent pid {}",
-                    node.ip, node.agent_pid
-                );
-                wait(
-                    "the new node to join the mesh",
-                    Duration::from_secs(60),
-                    || mesh_up(&st),
-                )?;
-                println!("{name} joined the mesh");
-                Ok(())
-            }
+    match run(&cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("gingham-lab: {e:#}");
+            std::process::exit(1);
         }
-    })();
-    if let Err(e) = result {
-        eprintln!("gingham-lab: {e:#}");
-        std::process::exit(1);
     }
 }

@@ -1,7 +1,9 @@
-//! What the lab made, recorded so `status`, `pod` and `down` (separate processes) find it.
+//! What the lab made, recorded so `status`, `pod`, `node` and `down` (separate processes) find
+//! it, and the lock that lets several of them run at once.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,17 @@ pub struct LabState {
     pub datastore: PathBuf,
     pub nodes: Vec<NodeState>,
     pub pods: Vec<PodState>,
+    /// Index of the next node (addresses are never reused within one lab).
+    #[serde(default)]
+    pub next_node: usize,
+}
+
+/// How a node's agent is started: kept so `restart-agent` starts it exactly the same way.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AgentSpec {
+    /// The agent's command line after the binary.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +40,8 @@ pub struct NodeState {
     pub log: PathBuf,
     /// The bridge-side end of the node's veth, in the underlay namespace.
     pub bridge_port: String,
+    #[serde(default)]
+    pub agent: AgentSpec,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,7 +72,8 @@ impl LabState {
         }
     }
 
-    /// Written after every step, so an interrupted `up` can still be taken `down`.
+    /// Written after every step (write-temp, rename), so an interrupted `up` can still be
+    /// taken `down`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir)?;
         let tmp = dir.join("lab.json.tmp");
@@ -68,5 +84,35 @@ impl LabState {
 
     pub fn node(&self, name: &str) -> Option<&NodeState> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> Option<&mut NodeState> {
+        self.nodes.iter_mut().find(|n| n.name == name)
+    }
+}
+
+/// An exclusive lock on the lab directory (`flock` on `<dir>/lab.lock`), held while a command
+/// reads, changes and writes the state: four `pod add` at once give four pods, not one.
+pub struct LabLock {
+    _file: File,
+}
+
+impl LabLock {
+    pub fn acquire(dir: &Path) -> Result<LabLock> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("lab.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        loop {
+            match file.lock() {
+                Ok(()) => return Ok(LabLock { _file: file }),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
+            }
+        }
     }
 }

@@ -50,6 +50,22 @@ pub fn pid_alive(pid: i32) -> bool {
     pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
 }
 
+/// SIGTERM, and waits up to `grace` for the process to exit; false if it is still there.
+pub fn terminate(pid: i32, grace: std::time::Duration) -> bool {
+    if !pid_alive(pid) {
+        return true;
+    }
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let start = std::time::Instant::now();
+    while start.elapsed() < grace {
+        if !pid_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
 /// SIGTERM, then SIGKILL after a short grace: the agent leaves its routes in place on SIGTERM,
 /// which does not matter here because its namespace goes next.
 pub fn stop_pid(pid: i32) {
