@@ -56,13 +56,31 @@ pub struct AgentConfig {
     #[arg(long, env = "ROUTER_ID")]
     pub router_id: Option<Ipv4Addr>,
 
-    /// TCP MD5 password for every BGP session (RFC 2385).
-    #[arg(long, env = "BGP_PASSWORD", hide_env_values = true)]
+    /// TCP MD5 password (RFC 2385) for every BGP session: mesh and `--peer`s (unless a peer
+    /// has its own `password-file=`).
+    #[arg(
+        long,
+        env = "BGP_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "bgp_password_file"
+    )]
     pub bgp_password: Option<String>,
 
-    /// An extra BGP peer, `<ip>[:<port>],as=<n>`; repeatable (env `PEERS`, `;`-separated).
+    /// The TCP MD5 password in a file (as a Kubernetes Secret is mounted); a trailing newline is
+    /// not part of it.
+    #[arg(long, env = "BGP_PASSWORD_FILE")]
+    pub bgp_password_file: Option<PathBuf>,
+
+    /// An extra BGP peer, `<ip>[:<port>],as=<n>[,password-file=<path>][,ttl-security=on|off]
+    /// [,max-prefixes=<n>]`; repeatable (env `PEERS`, `;`-separated).
     #[arg(long = "peer", env = "PEERS", value_delimiter = ';')]
     pub peers: Vec<PeerSpec>,
+
+    /// Graceful restart (RFC 4724): how long peers keep this node's routes while its agent
+    /// restarts, in seconds (at most 4095); 0 turns graceful restart off.
+    #[arg(long, env = "GRACEFUL_RESTART_TIME", default_value_t = 120,
+          value_parser = clap::value_parser!(u16).range(0..=4095))]
+    pub graceful_restart_time: u16,
 
     /// An extra prefix to announce; repeatable (env `ADVERTISE`, `,`-separated).
     #[arg(long = "advertise", env = "ADVERTISE", value_delimiter = ',')]
@@ -307,12 +325,31 @@ fn parse_hold_time(s: &str) -> Result<u16, String> {
     Ok(v)
 }
 
-/// An explicit BGP peer: `--peer 172.18.0.100:1790,as=65001`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An explicit BGP peer: `--peer 172.18.0.100:1790,as=65001,max-prefixes=1000`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSpec {
     pub address: Ipv4Addr,
     pub port: u16,
     pub asn: u32,
+    /// This peer's TCP MD5 password, in a file (instead of `--bgp-password`).
+    pub password_file: Option<PathBuf>,
+    /// GTSM (RFC 5082) for this peer: `on` for a directly connected one; off by default.
+    pub ttl_security: bool,
+    /// The most prefixes it may send.
+    pub max_prefixes: Option<u32>,
+}
+
+impl Default for PeerSpec {
+    fn default() -> Self {
+        PeerSpec {
+            address: Ipv4Addr::UNSPECIFIED,
+            port: 179,
+            asn: 0,
+            password_file: None,
+            ttl_security: false,
+            max_prefixes: None,
+        }
+    }
 }
 
 impl FromStr for PeerSpec {
@@ -334,6 +371,11 @@ impl FromStr for PeerSpec {
         let address: Ipv4Addr = ip
             .parse()
             .map_err(|_| format!("bad peer address '{ip}' (expected an IPv4 address)"))?;
+        let mut spec = PeerSpec {
+            address,
+            port,
+            ..PeerSpec::default()
+        };
         let mut asn = None;
         for part in parts {
             match part.split_once('=') {
@@ -344,22 +386,46 @@ impl FromStr for PeerSpec {
                         })?;
                     asn = Some(n);
                 }
-                _ => return Err(format!("unknown peer option '{part}' (expected as=<n>)")),
+                Some(("password-file", v)) if !v.is_empty() => {
+                    spec.password_file = Some(PathBuf::from(v));
+                }
+                Some(("ttl-security", "on")) => spec.ttl_security = true,
+                Some(("ttl-security", "off")) => spec.ttl_security = false,
+                Some(("ttl-security", v)) => {
+                    return Err(format!("bad ttl-security '{v}' (expected on or off)"))
+                }
+                Some(("max-prefixes", v)) => {
+                    let n: u32 = v.parse().ok().filter(|n| *n != 0).ok_or_else(|| {
+                        format!("bad max-prefixes '{v}' (expected 1..=4294967295)")
+                    })?;
+                    spec.max_prefixes = Some(n);
+                }
+                _ => return Err(format!("unknown peer option '{part}' (expected as=<n>, password-file=<path>, ttl-security=on|off or max-prefixes=<n>)")),
             }
         }
-        let asn =
+        spec.asn =
             asn.ok_or_else(|| "missing ',as=<n>' (format: <ip>[:<port>],as=<n>)".to_string())?;
-        Ok(PeerSpec { address, port, asn })
+        Ok(spec)
     }
 }
 
 impl fmt::Display for PeerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.port == 179 {
-            write!(f, "{},as={}", self.address, self.asn)
+            write!(f, "{},as={}", self.address, self.asn)?;
         } else {
-            write!(f, "{}:{},as={}", self.address, self.port, self.asn)
+            write!(f, "{}:{},as={}", self.address, self.port, self.asn)?;
         }
+        if let Some(p) = &self.password_file {
+            write!(f, ",password-file={}", p.display())?;
+        }
+        if self.ttl_security {
+            f.write_str(",ttl-security=on")?;
+        }
+        if let Some(n) = self.max_prefixes {
+            write!(f, ",max-prefixes={n}")?;
+        }
+        Ok(())
     }
 }
 
@@ -377,6 +443,18 @@ mod tests {
         let p: PeerSpec = "172.18.0.3,as=4200000001".parse().unwrap();
         assert_eq!((p.port, p.asn), (179, 4_200_000_001));
         assert_eq!(p.to_string(), "172.18.0.3,as=4200000001");
+        let p: PeerSpec =
+            "172.18.0.9,as=65001,password-file=/etc/gingham/tor,ttl-security=on,max-prefixes=500"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            (p.password_file.clone(), p.ttl_security, p.max_prefixes),
+            (Some(PathBuf::from("/etc/gingham/tor")), true, Some(500))
+        );
+        assert_eq!(
+            p.to_string(),
+            "172.18.0.9,as=65001,password-file=/etc/gingham/tor,ttl-security=on,max-prefixes=500"
+        );
         for (bad, needle) in [
             ("172.18.0.3", "missing ',as=<n>'"),
             ("172.18.0.300,as=1", "bad peer address '172.18.0.300'"),
@@ -385,6 +463,8 @@ mod tests {
             ("172.18.0.3,as=0", "bad AS number '0'"),
             ("172.18.0.3,as=4294967296", "bad AS number '4294967296'"),
             ("172.18.0.3,as=1,ttl=2", "unknown peer option 'ttl=2'"),
+            ("172.18.0.3,as=1,ttl-security=yes", "bad ttl-security 'yes'"),
+            ("172.18.0.3,as=1,max-prefixes=0", "bad max-prefixes '0'"),
         ] {
             let err = bad.parse::<PeerSpec>().unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");

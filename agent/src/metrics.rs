@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub endpoints: u64,
     /// Seconds since the agent started.
     pub uptime_secs: u64,
+    /// BGP connections refused (unknown source, or a peer held off).
+    pub rejected_connections: u64,
 }
 
 /// Readiness like calico-node's BIRD check: ready when there are no peers, or every configured
@@ -144,6 +146,13 @@ pub fn registry(s: &Snapshot) -> Registry {
         "Pods attached on this node",
         s.endpoints as i64,
     );
+    let rejected: Counter = Counter::default();
+    rejected.inc_by(s.rejected_connections);
+    r.register(
+        "gingham_bgp_rejected_connections",
+        "BGP connections closed at once: from neither a mesh node nor a configured peer, or from a peer held off after its prefix limit",
+        rejected,
+    );
     gauges(
         &mut r,
         "gingham_bgp_session_up",
@@ -179,6 +188,12 @@ pub fn registry(s: &Snapshot) -> Registry {
         s.peers
             .iter()
             .map(|p| (peer(p), p.uptime_secs.unwrap_or(0) as i64)),
+    );
+    gauges(
+        &mut r,
+        "gingham_bgp_stale_routes",
+        "Routes kept from a restarting peer's previous session (RFC 4724)",
+        s.peers.iter().map(|p| (peer(p), p.stale_routes as i64)),
     );
     counters(
         &mut r,
@@ -379,6 +394,9 @@ mod tests {
             messages_out: MessageCounts::default(),
             last_error: None,
             flaps: 0,
+            graceful_restart: None,
+            end_of_rib_received: false,
+            stale_routes: 0,
         }
     }
 

@@ -178,6 +178,24 @@ pub fn peers(peers: &[PeerInfo]) -> String {
         let _ = writeln!(out, "  Messages in:    {}", m(&p.messages_in));
         let _ = writeln!(out, "  Messages out:   {}", m(&p.messages_out));
         let _ = writeln!(out, "  Flaps:          {}", p.flaps);
+        if let Some(t) = p.graceful_restart {
+            let _ = writeln!(
+                out,
+                "  Graceful restart: negotiated, its restart time {t} s; End-of-RIB {}",
+                if p.end_of_rib_received {
+                    "received"
+                } else {
+                    "not yet"
+                }
+            );
+        }
+        if p.stale_routes > 0 {
+            let _ = writeln!(
+                out,
+                "  Stale routes:   {} (kept while it restarts, RFC 4724)",
+                p.stale_routes
+            );
+        }
         if let Some(e) = &p.last_error {
             let _ = writeln!(out, "  Last error:     {e}");
         }
@@ -185,7 +203,8 @@ pub fn peers(peers: &[PeerInfo]) -> String {
     out
 }
 
-/// `routectl show routes`: like `gobgp global rib`, `*>` marks the best path.
+/// `routectl show routes`: like `gobgp global rib`, `*>` marks the best path; `S` a stale one
+/// (kept from a restarting peer, RFC 4724).
 pub fn routes(routes: &[RouteInfo]) -> String {
     if routes.is_empty() {
         return "No routes.\n".into();
@@ -194,7 +213,12 @@ pub fn routes(routes: &[RouteInfo]) -> String {
         .iter()
         .map(|r| {
             vec![
-                if r.best { "*>".into() } else { "*".into() },
+                match (r.best, r.stale) {
+                    (true, false) => "*>".into(),
+                    (true, true) => "S>".into(),
+                    (false, false) => "*".into(),
+                    (false, true) => "S".into(),
+                },
                 r.prefix.to_string(),
                 r.next_hop.to_string(),
                 if r.as_path.is_empty() {

@@ -82,12 +82,14 @@ fn the_lab_command_line() {
             PeerSpec {
                 address: Ipv4Addr::new(172, 18, 0, 3),
                 port: 179,
-                asn: 64512
+                asn: 64512,
+                ..Default::default()
             },
             PeerSpec {
                 address: Ipv4Addr::new(172, 18, 0, 4),
                 port: 1790,
-                asn: 65001
+                asn: 65001,
+                ..Default::default()
             },
         ]
     );

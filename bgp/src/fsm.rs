@@ -70,6 +70,8 @@ pub enum Event {
     ManualStop,
     /// Event 10.
     HoldTimerExpires,
+    /// RFC 9687: nothing could be written for the send hold time.
+    SendHoldTimerExpires,
     /// Event 16: our outgoing connection was established.
     TcpCrAcked,
     /// Event 17: an incoming connection was accepted.
@@ -96,6 +98,9 @@ pub enum Event {
     RouteRefreshMsg(RouteRefresh),
     /// Stop with a specific Cease NOTIFICATION (RFC 4486: de-configured, shutdown, rejected).
     Cease(Notification),
+    /// Close without a NOTIFICATION: a graceful restart of this speaker (RFC 4724 §4.1), so a
+    /// peer that negotiated it keeps our routes while we are away.
+    GracefulStop,
 }
 
 /// Why a connection ended, kept for status output.
@@ -149,6 +154,7 @@ pub fn notification_text(n: &Notification) -> String {
         HOLD_TIMER_EXPIRED => "Hold Timer Expired",
         FSM => "Finite State Machine Error",
         CEASE => match n.subcode {
+            cease::MAXIMUM_PREFIXES_REACHED => "Cease / Maximum Number of Prefixes Reached",
             cease::ADMINISTRATIVE_SHUTDOWN => "Cease / Administrative Shutdown",
             cease::PEER_DECONFIGURED => "Cease / Peer De-configured",
             cease::ADMINISTRATIVE_RESET => "Cease / Administrative Reset",
@@ -157,6 +163,7 @@ pub fn notification_text(n: &Notification) -> String {
             _ => "Cease",
         },
         ROUTE_REFRESH_MESSAGE => "ROUTE-REFRESH Message Error",
+        SEND_HOLD_TIMER_EXPIRED => "Send Hold Timer Expired",
         _ => "unknown error",
     };
     format!("{code} ({}/{})", n.code, n.subcode)
@@ -315,8 +322,13 @@ impl Fsm {
                 Vec::new(),
             )),
             Event::Cease(n) => self.fail_with(n),
+            Event::GracefulStop => self.go_idle(DownReason::ManualStop, None),
             Event::HoldTimerExpires => {
                 self.fail_with(Notification::new(HOLD_TIMER_EXPIRED, 0, Vec::new()))
+            }
+            // RFC 9687 §4: send the NOTIFICATION (it may not get out) and close.
+            Event::SendHoldTimerExpires => {
+                self.fail_with(Notification::new(SEND_HOLD_TIMER_EXPIRED, 0, Vec::new()))
             }
             Event::TcpConnectionFails => self.go_idle(DownReason::TcpFailed, None),
             Event::BgpHeaderErr(n) => self.fail_with(n),

@@ -11,7 +11,7 @@ pub mod speaker;
 pub mod wire;
 
 pub use speaker::{
-    MessageCounts, PeerConfig, PeerKind, PeerProblem, PeerStatus, RouteBatch, RouteEvent,
-    RouteSource, RouteView, Speaker, SpeakerConfig, SpeakerError, SpeakerHandle, SpeakerStatus,
-    Subscription,
+    GracefulRestartConfig, MessageCounts, Password, PeerConfig, PeerKind, PeerProblem, PeerStatus,
+    RouteBatch, RouteEvent, RouteSource, RouteView, Speaker, SpeakerConfig, SpeakerError,
+    SpeakerHandle, SpeakerStatus, Subscription,
 };

@@ -62,6 +62,8 @@ pub struct AgentConfig {
     pub advertise: Vec<ipnet::Ipv4Net>,
     pub extra_args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Appended to every `--peer` flag (e.g. `,ttl-security=on,max-prefixes=10`).
+    pub peer_options: String,
 }
 
 impl AgentConfig {
@@ -77,6 +79,7 @@ impl AgentConfig {
             advertise: Vec::new(),
             extra_args: Vec::new(),
             env: vec![("RUST_LOG".into(), "info".into())],
+            peer_options: String::new(),
         }
     }
 
@@ -101,7 +104,7 @@ impl AgentConfig {
         ];
         for p in &self.peers {
             a.push("--peer".into());
-            a.push(p.flag());
+            a.push(format!("{}{}", p.flag(), self.peer_options));
         }
         for p in &self.advertise {
             a.push("--advertise".into());
@@ -125,6 +128,7 @@ impl AgentConfig {
 pub struct Agent {
     pub cfg: AgentConfig,
     sock: PathBuf,
+    netns: String,
     daemon: Daemon,
 }
 
@@ -146,6 +150,7 @@ impl Agent {
         let agent = Agent {
             cfg,
             sock: dir.join("agent.sock"),
+            netns: ns.name().to_string(),
             daemon,
         };
         agent.daemon.wait_ready(
@@ -154,6 +159,25 @@ impl Agent {
             || Ok(agent.routectl(&["show"]).is_ok()),
         )?;
         Ok(agent)
+    }
+
+    /// `GET /metrics` on the agent's metrics port, inside its namespace.
+    pub fn metrics(&self) -> Result<String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.cfg.metrics_port);
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "curl",
+                "-s",
+                "--max-time",
+                "5",
+                &url,
+            ])
+            .output()
+            .context("running curl")?;
+        check("curl /metrics", out)
     }
 
     pub fn pid(&self) -> i32 {

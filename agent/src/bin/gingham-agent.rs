@@ -1,10 +1,33 @@
 //! `gingham-agent`: the node daemon. Flags and their checks live in `agent::config`.
 
-use agent::autodetect::autodetect;
+use agent::autodetect::{autodetect, interfaces};
 use agent::config::{AgentConfig, Datastore, IpSetting};
-use agent::daemon::{run, DaemonSettings};
+use agent::daemon::{run, DaemonSettings, PeerSettings};
 use anyhow::{bail, Context, Result};
-use std::net::IpAddr;
+use bgp::Password;
+use ipnet::Ipv4Net;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+/// A TCP MD5 password read from a file: a trailing newline (as `echo` or a Secret writes it)
+/// is not part of it.
+fn password_file(flag: &str, path: &Path) -> Result<Password> {
+    let bytes = std::fs::read(path).with_context(|| format!("{flag} {}", path.display()))?;
+    let key = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let key = key.strip_suffix(b"\r").unwrap_or(key);
+    Password::new(key).with_context(|| format!("{flag} {}", path.display()))
+}
+
+/// The subnet of `ip` on this node's interfaces: a mesh peer inside it is directly connected.
+fn connected_subnet(ip: Ipv4Addr) -> Option<Ipv4Net> {
+    interfaces().ok()?.into_iter().find_map(|i| {
+        i.addresses
+            .iter()
+            .find(|(a, _)| *a == ip)
+            .and_then(|(a, len)| Ipv4Net::new(*a, *len).ok())
+            .map(|n| n.trunc())
+    })
+}
 
 fn resolve(cfg: AgentConfig) -> Result<DaemonSettings> {
     cfg.validate()?;
@@ -22,10 +45,28 @@ fn resolve(cfg: AgentConfig) -> Result<DaemonSettings> {
             found.address
         }
     };
-    // Refuse what is accepted on the command line but not built yet, rather than run without
-    // it: a session a user believes authenticated must not run in the clear.
-    if cfg.bgp_password.is_some() {
-        bail!("'--bgp-password' (BGP_PASSWORD): TCP MD5 (RFC 2385) is not supported yet; remove it to run unauthenticated sessions");
+    let password = match (&cfg.bgp_password, &cfg.bgp_password_file) {
+        (Some(p), _) => Some(
+            Password::new(p.as_bytes())
+                .map_err(|e| anyhow::anyhow!("'--bgp-password' (BGP_PASSWORD): {e}"))?,
+        ),
+        (None, Some(path)) => Some(password_file("--bgp-password-file", path)?),
+        (None, None) => None,
+    };
+    let mut peers = Vec::new();
+    for p in &cfg.peers {
+        let own = match &p.password_file {
+            Some(path) => Some(password_file(&format!("--peer {p}: password-file"), path)?),
+            None => None,
+        };
+        peers.push(PeerSettings {
+            address: IpAddr::V4(p.address),
+            port: p.port,
+            asn: p.asn,
+            password: own.or_else(|| password.clone()),
+            ttl_security: p.ttl_security,
+            max_prefixes: p.max_prefixes,
+        });
     }
     let datastore = match cfg.datastore {
         Datastore::File(dir) => format!("file:{}", dir.display()),
@@ -35,16 +76,15 @@ fn resolve(cfg: AgentConfig) -> Result<DaemonSettings> {
     };
     Ok(DaemonSettings {
         router_id: cfg.router_id.unwrap_or(ip),
+        subnet: connected_subnet(ip),
         node,
         ip,
         asn: cfg.asn,
         bgp_port: cfg.bgp_port,
         hold_time: cfg.hold_time,
-        peers: cfg
-            .peers
-            .iter()
-            .map(|p| (IpAddr::V4(p.address), p.port, p.asn))
-            .collect(),
+        password,
+        graceful_restart_time: cfg.graceful_restart_time,
+        peers,
         advertise: cfg.advertise,
         control_socket: cfg.control_socket,
         metrics_addr: cfg.metrics_addr,
@@ -110,25 +150,80 @@ mod tests {
             s.router_id,
             "172.18.0.2".parse::<std::net::Ipv4Addr>().unwrap()
         );
-        assert_eq!(s.peers, vec![("172.18.0.9".parse().unwrap(), 179, 65001)]);
+        assert_eq!(
+            s.peers
+                .iter()
+                .map(|p| (p.address, p.port, p.asn))
+                .collect::<Vec<_>>(),
+            vec![("172.18.0.9".parse().unwrap(), 179, 65001)]
+        );
+        assert_eq!(s.graceful_restart_time, 120);
         assert_eq!(s.datastore, "file:/var/lib/gingham");
         assert!(s.mesh);
     }
 
     #[test]
-    fn refuses_what_is_not_built_naming_the_flag() {
-        let e = resolve(parse(&[
+    fn passwords_from_flags_and_files() {
+        let s = resolve(parse(&[
             "--node-name",
             "n",
             "--ip",
             "10.0.0.1",
             "--bgp-password",
             "s3cret",
+            "--peer",
+            "10.0.0.9,as=65001",
+        ]))
+        .unwrap();
+        assert_eq!(s.password.as_ref().map(|p| p.key()), Some(&b"s3cret"[..]));
+        assert_eq!(
+            s.peers[0].password, s.password,
+            "the agent's password applies to --peers"
+        );
+        assert!(!format!("{s:?}").contains("s3cret"), "never printed");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tor");
+        std::fs::write(&f, "per-peer\n").unwrap();
+        let s = resolve(parse(&[
+            "--node-name",
+            "n",
+            "--ip",
+            "10.0.0.1",
+            "--peer",
+            &format!("10.0.0.9,as=65001,password-file={}", f.display()),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.peers[0].password.as_ref().map(|p| p.key()),
+            Some(&b"per-peer"[..])
+        );
+        let e = resolve(parse(&[
+            "--node-name",
+            "n",
+            "--ip",
+            "10.0.0.1",
+            "--bgp-password-file",
+            "/nonexistent/pw",
         ]))
         .unwrap_err();
         assert!(
-            format!("{e:#}").contains("--bgp-password") && !format!("{e:#}").contains("s3cret")
+            format!("{e:#}").contains("--bgp-password-file /nonexistent/pw"),
+            "{e:#}"
         );
+        let e = resolve(parse(&[
+            "--node-name",
+            "n",
+            "--ip",
+            "10.0.0.1",
+            "--bgp-password",
+            &"x".repeat(81),
+        ]))
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("--bgp-password"), "{e:#}");
+    }
+
+    #[test]
+    fn refuses_what_is_not_built_naming_the_flag() {
         let e = resolve(parse(&[
             "--node-name",
             "n",

@@ -191,6 +191,15 @@ pub struct PeerInfo {
     pub messages_out: MessageCounts,
     pub last_error: Option<String>,
     pub flaps: u64,
+    /// The peer's Restart Time when graceful restart (RFC 4724) was negotiated.
+    #[serde(default)]
+    pub graceful_restart: Option<u16>,
+    /// Its End-of-RIB arrived on this session.
+    #[serde(default)]
+    pub end_of_rib_received: bool,
+    /// Routes kept, stale, from its previous session while it restarts.
+    #[serde(default)]
+    pub stale_routes: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +228,9 @@ pub struct RouteInfo {
     pub in_kernel: bool,
     /// Why the best path won, when there was a contest.
     pub reason: Option<String>,
+    /// Kept from a restarting peer's previous session (graceful restart, RFC 4724).
+    #[serde(default)]
+    pub stale: bool,
 }
 
 /// `routectl show blocks`.

@@ -66,6 +66,9 @@ pub fn peer_info(p: &bgp::PeerStatus) -> PeerInfo {
         messages_out: counts(&p.messages_out),
         last_error: p.last_error.as_ref().map(|e| e.to_string()),
         flaps: p.flaps,
+        graceful_restart: p.graceful_restart,
+        end_of_rib_received: p.end_of_rib_received,
+        stale_routes: p.stale_routes,
     }
 }
 
@@ -98,6 +101,7 @@ impl Agent {
                 source: r.source.to_string(),
                 best: r.best,
                 reason: r.reason,
+                stale: r.stale,
             })
             .collect())
     }
@@ -282,6 +286,7 @@ impl Agent {
             .iter()
             .filter(|p| !view.blocks.contains(p))
             .count() as u64;
+        let rejected_connections = status.as_ref().map_or(0, |s| s.rejected_connections);
         let peer_routes = status.map_or(0, |s| s.peer_best_routes);
         let endpoints = self
             .endpoints_of_this_node()
@@ -296,6 +301,7 @@ impl Agent {
             local_blocks: view.blocks.len() as u64,
             endpoints,
             uptime_secs: self.started.elapsed().as_secs(),
+            rejected_connections,
         }
     }
 

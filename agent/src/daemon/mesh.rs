@@ -13,16 +13,21 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The peer configuration this node uses toward another mesh node.
-pub fn mesh_peer(me: Ipv4Addr, other: &NodeRecord, port: u16, hold_time: u16) -> PeerConfig {
+/// The peer configuration this node uses toward another mesh node: the mesh's password, and
+/// GTSM (RFC 5082) when the other node is directly connected (inside our own subnet), so a
+/// session cannot be spoofed from further away.
+pub fn mesh_peer(cfg: &MeshConfig, other: &NodeRecord) -> PeerConfig {
     PeerConfig {
         address: IpAddr::V4(other.address),
-        port,
+        port: cfg.port,
         remote_as: other.asn,
-        passive: me > other.address,
-        local_address: Some(IpAddr::V4(me)),
-        hold_time: Some(hold_time),
+        passive: cfg.me > other.address,
+        local_address: Some(IpAddr::V4(cfg.me)),
+        hold_time: Some(cfg.hold_time),
         kind: bgp::PeerKind::Mesh,
+        password: cfg.password.clone(),
+        ttl_security: cfg.subnet.is_some_and(|s| s.contains(&other.address)),
+        max_prefixes: None,
     }
 }
 
@@ -31,8 +36,11 @@ pub fn mesh_peer(me: Ipv4Addr, other: &NodeRecord, port: u16, hold_time: u16) ->
 pub struct MeshConfig {
     pub node: String,
     pub me: Ipv4Addr,
+    /// Our own subnet: mesh peers inside it get GTSM.
+    pub subnet: Option<ipnet::Ipv4Net>,
     pub port: u16,
     pub hold_time: u16,
+    pub password: Option<bgp::Password>,
     /// `--peer` addresses: they win over mesh entries with the same address.
     pub explicit: Vec<IpAddr>,
 }
@@ -44,13 +52,7 @@ pub async fn run(
     speaker: SpeakerHandle,
     cfg: MeshConfig,
 ) -> Result<(), AgentError> {
-    let MeshConfig {
-        node,
-        me,
-        port,
-        hold_time,
-        explicit,
-    } = cfg;
+    let (node, me, explicit) = (cfg.node.clone(), cfg.me, cfg.explicit.clone());
     // The registry watch is blocking (std channel): a thread forwards its events.
     let (tx, mut rx) = mpsc::channel::<TypedEvent<NodeRecord>>(256);
     let watch = tokio::task::spawn_blocking(move || registry.watch()).await??;
@@ -98,7 +100,7 @@ pub async fn run(
                     rec.address,
                     rec.asn
                 );
-                match speaker.add_peer(mesh_peer(me, &rec, port, hold_time)).await {
+                match speaker.add_peer(mesh_peer(&cfg, &rec)).await {
                     Ok(()) => {}
                     Err(bgp::SpeakerError::Stopped) => {
                         return Err(bgp::SpeakerError::Stopped.into())
@@ -135,6 +137,18 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    fn cfg(me: &str) -> MeshConfig {
+        MeshConfig {
+            node: "me".into(),
+            me: me.parse().unwrap(),
+            subnet: Some("172.18.0.0/16".parse().unwrap()),
+            port: 179,
+            hold_time: 90,
+            password: None,
+            explicit: vec![],
+        }
+    }
+
     #[test]
     fn higher_address_is_passive() {
         let other = |ip: &str| NodeRecord {
@@ -143,14 +157,18 @@ mod tests {
             asn: 64512,
             last_heartbeat: 0,
         };
-        let me: Ipv4Addr = "172.18.0.3".parse().unwrap();
-        assert!(mesh_peer(me, &other("172.18.0.2"), 179, 90).passive);
-        assert!(!mesh_peer(me, &other("172.18.0.4"), 179, 90).passive);
+        assert!(mesh_peer(&cfg("172.18.0.3"), &other("172.18.0.2")).passive);
+        assert!(!mesh_peer(&cfg("172.18.0.3"), &other("172.18.0.4")).passive);
         // Numeric, not lexical: .10 is higher than .9.
-        let me: Ipv4Addr = "172.18.0.10".parse().unwrap();
-        assert!(mesh_peer(me, &other("172.18.0.9"), 179, 90).passive);
-        let p = mesh_peer(me, &other("172.18.0.9"), 179, 90);
+        assert!(mesh_peer(&cfg("172.18.0.10"), &other("172.18.0.9")).passive);
+        let p = mesh_peer(&cfg("172.18.0.10"), &other("172.18.0.9"));
         assert_eq!(p.kind, bgp::PeerKind::Mesh);
-        assert_eq!(p.local_address, Some(IpAddr::V4(me)));
+        assert_eq!(
+            p.local_address,
+            Some(IpAddr::V4("172.18.0.10".parse().unwrap()))
+        );
+        // GTSM for a directly connected node, not for one behind a router.
+        assert!(p.ttl_security);
+        assert!(!mesh_peer(&cfg("172.18.0.10"), &other("10.0.0.9")).ttl_security);
     }
 }

@@ -34,11 +34,17 @@ use supervisor::Supervisor;
 pub struct DaemonSettings {
     pub node: String,
     pub ip: Ipv4Addr,
+    /// The subnet of `ip` on this node: mesh peers inside it are directly connected (GTSM).
+    pub subnet: Option<Ipv4Net>,
     pub asn: u32,
     pub router_id: Ipv4Addr,
     pub bgp_port: u16,
     pub hold_time: u16,
-    pub peers: Vec<(IpAddr, u16, u32)>,
+    /// TCP MD5 for the mesh (and for `--peer`s without a password of their own).
+    pub password: Option<bgp::Password>,
+    /// RFC 4724 Restart Time; 0 = no graceful restart.
+    pub graceful_restart_time: u16,
+    pub peers: Vec<PeerSettings>,
     pub advertise: Vec<Ipv4Net>,
     pub control_socket: PathBuf,
     pub metrics_addr: SocketAddr,
@@ -46,6 +52,17 @@ pub struct DaemonSettings {
     pub mesh: bool,
     pub pool: Ipv4Net,
     pub block_size: u8,
+}
+
+/// One `--peer`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSettings {
+    pub address: IpAddr,
+    pub port: u16,
+    pub asn: u32,
+    pub password: Option<bgp::Password>,
+    pub ttl_security: bool,
+    pub max_prefixes: Option<u32>,
 }
 
 /// What the request handlers share: settings and handles, nothing mutable.
@@ -118,7 +135,31 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
     if let Err(e) = crate::sysctl::enable_ip_forward() {
         tracing::warn!("cannot set net.ipv4.ip_forward=1: {e}");
     }
-    let kernel = KernelRoutes::new()?;
+    let mut kernel = KernelRoutes::new()?;
+    // Routes of ours already in the kernel: a previous run left them (SIGTERM keeps them), so
+    // this start is a graceful restart that kept the forwarding state (RFC 4724 §4.1).
+    let restarting = match kernel.owned_table().await {
+        Ok(t) => !t.bird.is_empty(),
+        Err(e) => {
+            tracing::warn!("cannot read the routing table: {e}");
+            false
+        }
+    };
+    let graceful_restart = (cfg.graceful_restart_time > 0).then_some(bgp::GracefulRestartConfig {
+        restart_time: cfg.graceful_restart_time,
+        restarting,
+    });
+    if restarting && graceful_restart.is_some() {
+        tracing::info!("restarting with this node's routes in the kernel: graceful restart (the peers keep ours; ours stay until the peers' End-of-RIB)");
+    }
+    // This node's blocks, read before any peer is configured (see announce_initial).
+    let (blocks, borrowed) = {
+        let (ipam, node) = (ipam.clone(), cfg.node.clone());
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, ipam::IpamError>((ipam.node_blocks(&node)?, ipam.borrowed(&node)?))
+        })
+        .await??
+    };
 
     let speaker = Speaker::start(SpeakerConfig {
         local_as: cfg.asn,
@@ -128,7 +169,8 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
             cfg.bgp_port,
         )),
         hold_time: cfg.hold_time,
-        connect_retry: Duration::from_secs(5),
+        graceful_restart,
+        ..SpeakerConfig::new(cfg.asn, cfg.router_id)
     })
     .await
     .map_err(|source| AgentError::Listen {
@@ -140,31 +182,35 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
     let routes = speaker.subscribe().await?;
     let (routing_tx, routing_rx) = tokio::sync::mpsc::channel(routing::INBOX);
     let routing = RoutingHandle::new(routing_tx);
-    let owner = RoutingOwner::new(
+    let mut owner = RoutingOwner::new(
         RoutingConfig::new(cfg.ip, cfg.advertise.clone()),
         kernel,
         speaker.clone(),
         endpoints.iter().map(|e| (e.ip, e.interface.clone())),
     );
+    owner.announce_initial(blocks, borrowed).await?;
     let (local, local_rx) = local::channel();
 
     let mut explicit = Vec::new();
-    for (address, port, asn) in &cfg.peers {
-        explicit.push(*address);
-        let p = PeerConfig {
-            address: *address,
-            port: *port,
-            remote_as: *asn,
+    for p in &cfg.peers {
+        explicit.push(p.address);
+        let pc = PeerConfig {
+            address: p.address,
+            port: p.port,
+            remote_as: p.asn,
             passive: false,
             local_address: Some(IpAddr::V4(cfg.ip)),
             hold_time: Some(cfg.hold_time),
             kind: PeerKind::Explicit,
+            password: p.password.clone(),
+            ttl_security: p.ttl_security,
+            max_prefixes: p.max_prefixes,
         };
         speaker
-            .add_peer(p)
+            .add_peer(pc)
             .await
             .map_err(|source| AgentError::Peer {
-                address: *address,
+                address: p.address,
                 source,
             })?;
     }
@@ -211,8 +257,10 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
                 mesh::MeshConfig {
                     node: cfg.node.clone(),
                     me: cfg.ip,
+                    subnet: cfg.subnet,
                     port: cfg.bgp_port,
                     hold_time: cfg.hold_time,
+                    password: cfg.password.clone(),
                     explicit,
                 },
             ),
@@ -258,7 +306,14 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
         Err(e) => tracing::error!("stopping: {e}; kernel routes stay in place"),
     }
     tasks.stop_all().await;
-    if let Err(e) = speaker.shutdown().await {
+    // With graceful restart the peers keep our routes while we are away (a rollout); without,
+    // Cease tells them to drop them now.
+    let stopped = if cfg.graceful_restart_time > 0 {
+        speaker.shutdown_graceful().await
+    } else {
+        speaker.shutdown().await
+    };
+    if let Err(e) = stopped {
         tracing::debug!("speaker shutdown: {e}");
     }
     let _ = std::fs::remove_file(&cfg.control_socket);
@@ -281,11 +336,56 @@ async fn wait_for_stop() {
     }
 }
 
+/// The kernel's TCP MD5 counters of this network namespace (`TcpExt` in /proc/net/netstat):
+/// segments that came without the signature we expect, with one we do not, or with a wrong one.
+/// A wrong or missing password shows only here: the kernel drops such segments silently.
+pub fn md5_counters() -> Option<[u64; 3]> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let mut out = [0u64; 3];
+    let mut found = 0;
+    for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+        let slot = match name {
+            "TCPMD5NotFound" => 0,
+            "TCPMD5Unexpected" => 1,
+            "TCPMD5Failure" => 2,
+            _ => continue,
+        };
+        out[slot] = value.parse().ok()?;
+        found += 1;
+    }
+    (found == 3).then_some(out)
+}
+
+/// Says once per change what the MD5 counters grew by.
+fn report_md5(last: &mut Option<[u64; 3]>) {
+    let Some(now) = md5_counters() else { return };
+    if let Some(before) = *last {
+        let d: Vec<u64> = now
+            .iter()
+            .zip(before)
+            .map(|(a, b)| a.saturating_sub(b))
+            .collect();
+        if d.iter().any(|n| *n > 0) {
+            tracing::warn!(
+                "TCP MD5: the kernel dropped segments from BGP peers: {} without a signature, {} signed when none was expected, {} with a wrong one (TCPMD5NotFound/Unexpected/Failure): check that both sides use the same password",
+                d[0],
+                d[1],
+                d[2]
+            );
+        }
+    }
+    *last = Some(now);
+}
+
 /// Heartbeats in the registry, and release of empty blocks after their grace period. Datastore
 /// errors are logged and retried: they must not stop the node's forwarding.
 async fn housekeeping(agent: Arc<Agent>, registry: NodeRegistry) -> Result<(), AgentError> {
+    let mut md5 = md5_counters();
     loop {
         tokio::time::sleep(HEARTBEAT_EVERY).await;
+        report_md5(&mut md5);
         let (reg, node) = (registry.clone(), agent.node.clone());
         if let Err(e) =
             tokio::task::spawn_blocking(move || reg.heartbeat(&node, now_secs())).await?

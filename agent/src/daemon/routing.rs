@@ -236,6 +236,8 @@ pub struct RoutingOwner<K: Kernel> {
     kernel: K,
     speaker: SpeakerHandle,
     blocks: BTreeSet<Ipv4Net>,
+    /// Our blocks and borrowed /32s as IPAM last said (announced with `--advertise`).
+    local: Vec<Ipv4Net>,
     announced: BTreeSet<Ipv4Net>,
     overridden: BTreeSet<Ipv4Net>,
     failed: BTreeSet<Ipv4Net>,
@@ -261,6 +263,7 @@ impl<K: Kernel> RoutingOwner<K> {
             kernel,
             speaker,
             blocks: BTreeSet::new(),
+            local: Vec::new(),
             announced: BTreeSet::new(),
             overridden: BTreeSet::new(),
             failed: BTreeSet::new(),
@@ -273,6 +276,32 @@ impl<K: Kernel> RoutingOwner<K> {
         }
     }
 
+    /// Announces this node's blocks, borrowed addresses and `--advertise` prefixes before any
+    /// peer is configured, so every peer's first table from us (and the End-of-RIB after it,
+    /// which a restarting node's peers sweep on) already holds them.
+    pub async fn announce_initial(
+        &mut self,
+        blocks: Vec<Ipv4Net>,
+        borrowed: Vec<Ipv4Addr>,
+    ) -> Result<(), AgentError> {
+        self.set_local(blocks, borrowed).await
+    }
+
+    async fn set_local(
+        &mut self,
+        blocks: Vec<Ipv4Net>,
+        borrowed: Vec<Ipv4Addr>,
+    ) -> Result<(), AgentError> {
+        self.blocks = blocks.iter().copied().collect();
+        self.overridden.retain(|b| self.blocks.contains(b));
+        self.local = blocks
+            .iter()
+            .copied()
+            .chain(borrowed.iter().map(|ip| Ipv4Net::from(*ip)))
+            .collect();
+        self.sync_announcements().await
+    }
+
     /// Runs until the speaker's route stream ends (the speaker stopped) or every sender of
     /// `inbox` is gone; both mean the agent is stopping, and the supervisor says why.
     pub async fn run(
@@ -281,7 +310,7 @@ impl<K: Kernel> RoutingOwner<K> {
         mut inbox: mpsc::Receiver<RoutingMsg>,
     ) -> Result<(), AgentError> {
         // The advertised prefixes need no IPAM: announce them at once.
-        self.sync_announcements(&[]).await?;
+        self.sync_announcements().await?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -309,14 +338,7 @@ impl<K: Kernel> RoutingOwner<K> {
                 borrowed,
                 done,
             } => {
-                self.blocks = blocks.iter().copied().collect();
-                self.overridden.retain(|b| self.blocks.contains(b));
-                let extra: Vec<Ipv4Net> = blocks
-                    .iter()
-                    .copied()
-                    .chain(borrowed.iter().map(|ip| Ipv4Net::from(*ip)))
-                    .collect();
-                self.sync_announcements(&extra).await?;
+                self.set_local(blocks, borrowed).await?;
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
@@ -354,8 +376,9 @@ impl<K: Kernel> RoutingOwner<K> {
     }
 
     /// Announces our blocks, borrowed /32s and `--advertise` prefixes; withdraws the rest.
-    async fn sync_announcements(&mut self, local: &[Ipv4Net]) -> Result<(), AgentError> {
-        let want: BTreeSet<Ipv4Net> = local
+    async fn sync_announcements(&mut self) -> Result<(), AgentError> {
+        let want: BTreeSet<Ipv4Net> = self
+            .local
             .iter()
             .chain(self.cfg.advertise.iter())
             .copied()
@@ -583,6 +606,10 @@ impl<K: Kernel> RoutingOwner<K> {
         self.write(ops).await;
         if !matches!(self.sweep, Sweep::Done) {
             tracing::info!("first reconcile done: the kernel matches the RIB");
+            // A graceful restart is over: new sessions are no restart any more.
+            if let Err(e) = self.speaker.restart_complete().await {
+                tracing::debug!("restart complete: {e}");
+            }
         }
         self.sweep = Sweep::Done;
         self.next_repair = Instant::now() + self.cfg.repair_every;

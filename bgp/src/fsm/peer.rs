@@ -61,8 +61,12 @@ pub enum PeerEvent {
     /// A connection of this peer reached Established.
     SessionEstablished,
     /// The peer's last connection closed; `clean` when it ended without an error of either side
-    /// (collision resolution).
-    ConnectionsClosed { clean: bool },
+    /// (collision resolution). `idle_hold`: wait this long before connecting again instead of
+    /// the backoff (after the peer exceeded its prefix limit, RFC 4486 §4).
+    ConnectionsClosed {
+        clean: bool,
+        idle_hold: Option<Duration>,
+    },
 }
 
 /// What the owner must do, in order.
@@ -164,7 +168,7 @@ impl PeerFsm {
                 self.backoff.reset();
                 Vec::new()
             }
-            (PeerState::Connected, ConnectionsClosed { clean }) => {
+            (PeerState::Connected, ConnectionsClosed { clean, idle_hold }) => {
                 if !clean {
                     self.connect_retry_counter += 1;
                 }
@@ -179,7 +183,9 @@ impl PeerFsm {
                 }
                 // After a session: Idle until the retry timer fires (§8.2.2, automatic restart).
                 self.state = PeerState::Idle;
-                vec![StartConnectRetryTimer(self.backoff.next_delay())]
+                vec![StartConnectRetryTimer(
+                    idle_hold.unwrap_or_else(|| self.backoff.next_delay()),
+                )]
             }
             _ => Vec::new(),
         }
@@ -230,7 +236,12 @@ mod tests {
         );
         assert_eq!(f.state(), PeerState::Connected);
         assert_eq!(f.state().as_state(), None);
-        assert!(f.handle(ConnectionsClosed { clean: false }).is_empty());
+        assert!(f
+            .handle(ConnectionsClosed {
+                clean: false,
+                idle_hold: None
+            })
+            .is_empty());
         assert_eq!(f.state(), PeerState::Active);
     }
 
@@ -286,7 +297,10 @@ mod tests {
         assert_eq!(f.state(), PeerState::Connected);
         f.handle(SessionEstablished);
         assert_eq!(f.connect_retry_counter(), 0);
-        let a = f.handle(ConnectionsClosed { clean: false });
+        let a = f.handle(ConnectionsClosed {
+            clean: false,
+            idle_hold: None,
+        });
         assert_eq!(f.state(), PeerState::Idle);
         // Back to the base interval after Established.
         assert!(retry_delay(&a).unwrap() <= Duration::from_secs(5));
@@ -303,11 +317,29 @@ mod tests {
         f.handle(ManualStart);
         f.handle(TcpConnectionConfirmed);
         // Our attempt (started by ManualStart) has not answered yet.
-        assert!(f.handle(ConnectionsClosed { clean: true }).is_empty());
+        assert!(f
+            .handle(ConnectionsClosed {
+                clean: true,
+                idle_hold: None
+            })
+            .is_empty());
         assert_eq!(f.state(), PeerState::Connect);
         assert_eq!(f.connect_retry_counter(), 0);
         f.handle(TcpCrAcked);
         assert_eq!(f.state(), PeerState::Connected);
+    }
+
+    #[test]
+    fn an_idle_hold_replaces_the_backoff_after_a_limit() {
+        let mut f = fsm(false);
+        f.handle(ManualStart);
+        f.handle(TcpCrAcked);
+        let a = f.handle(ConnectionsClosed {
+            clean: false,
+            idle_hold: Some(Duration::from_secs(60)),
+        });
+        assert_eq!(a, vec![StartConnectRetryTimer(Duration::from_secs(60))]);
+        assert_eq!(f.state(), PeerState::Idle);
     }
 
     #[test]

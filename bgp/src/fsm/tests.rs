@@ -376,6 +376,17 @@ fn established_down_paths() {
     }
 }
 
+#[test]
+fn a_graceful_stop_closes_without_a_notification() {
+    for state in [State::OpenConfirm, State::Established] {
+        let mut f = fsm_in(state);
+        let a = f.handle(Event::GracefulStop);
+        assert_eq!(sent_notification(&a), None);
+        assert!(closes(&a));
+        assert_eq!(f.state(), State::Idle);
+    }
+}
+
 // ---- Negotiation ----
 
 #[test]

@@ -72,6 +72,8 @@ pub struct RouteView {
     pub best: bool,
     /// Why this path won (only on the best path).
     pub reason: Option<String>,
+    /// Kept from a restarting peer's previous session (RFC 4724).
+    pub stale: bool,
 }
 
 /// What the decision process needs to know about the peer a route came from.
@@ -88,6 +90,9 @@ pub struct PeerInfo {
 pub struct Path {
     pub source: RouteSource,
     pub attrs: Arc<PathAttributes>,
+    /// Kept from a session that ended while its peer restarts (RFC 4724 §4.2): still used, and
+    /// removed unless the peer sends it again before its End-of-RIB.
+    pub stale: bool,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +114,8 @@ struct PeerRib {
     rejected: HashMap<Ipv4Net, Arc<PathAttributes>>,
     /// Present while the session is Established.
     out: Option<AdjRibOut>,
+    /// Paths of this peer marked stale (the peer restarts, RFC 4724).
+    stale: u64,
 }
 
 /// Per-peer prefix counts for status output.
@@ -141,25 +148,101 @@ impl Rib {
     }
 
     /// A session came up: start its Adj-RIB-In and queue the whole table for it (the initial
-    /// dump, followed by End-of-RIB).
-    pub fn peer_up(&mut self, info: PeerInfo, local_addr: Ipv4Addr) -> Vec<RouteEvent> {
-        let events = self.peer_down(info.address);
+    /// dump, followed by End-of-RIB). With `keep_stale` the paths kept from the peer's previous
+    /// session (graceful restart, RFC 4724 §4.2) stay, stale, until [`Rib::sweep_stale`];
+    /// otherwise they go first.
+    pub fn peer_up(
+        &mut self,
+        info: PeerInfo,
+        local_addr: Ipv4Addr,
+        keep_stale: bool,
+    ) -> Vec<RouteEvent> {
+        let kept = self
+            .peers
+            .get(&info.address)
+            .filter(|p| keep_stale && p.stale > 0)
+            .map(|p| (p.accepted, p.stale));
+        let events = if kept.is_some() {
+            Vec::new()
+        } else {
+            self.peer_down(info.address)
+        };
         let mut out = AdjRibOut::new(info, self.local_as, local_addr);
         for (prefix, dest) in &self.loc {
             if dest.best.is_some() {
                 out.mark_dirty(*prefix);
             }
         }
+        let (accepted, stale) = kept.unwrap_or_default();
         self.peers.insert(
             info.address,
             PeerRib {
                 info,
-                accepted: 0,
+                accepted,
                 rejected: HashMap::new(),
                 out: Some(out),
+                stale,
             },
         );
         events
+    }
+
+    /// The session of a peer that negotiated graceful restart ended without a NOTIFICATION
+    /// (RFC 4724 §4.2): its paths stay in the Loc-RIB (and so in the kernel), marked stale, and
+    /// nothing is sent to the other peers. Returns how many were kept.
+    pub fn peer_down_graceful(&mut self, address: IpAddr) -> u64 {
+        let Some(peer) = self.peers.get_mut(&address) else {
+            return 0;
+        };
+        peer.out = None;
+        peer.rejected.clear();
+        if peer.accepted == 0 {
+            return 0;
+        }
+        let source = RouteSource::Peer(address);
+        let mut marked = 0;
+        for dest in self.loc.values_mut() {
+            for p in dest.paths.iter_mut().filter(|p| p.source == source) {
+                p.stale = true;
+                marked += 1;
+            }
+        }
+        if let Some(peer) = self.peers.get_mut(&address) {
+            peer.stale = marked;
+        }
+        marked
+    }
+
+    /// The restarting peer's End-of-RIB arrived (or it took too long): its paths it did not
+    /// send again go (RFC 4724 §4.2).
+    pub fn sweep_stale(&mut self, address: IpAddr) -> Vec<RouteEvent> {
+        let Some(peer) = self.peers.get_mut(&address) else {
+            return Vec::new();
+        };
+        if peer.stale == 0 {
+            return Vec::new();
+        }
+        peer.stale = 0;
+        let source = RouteSource::Peer(address);
+        let prefixes: Vec<Ipv4Net> = self
+            .loc
+            .iter()
+            .filter(|(_, d)| d.paths.iter().any(|p| p.source == source && p.stale))
+            .map(|(p, _)| *p)
+            .collect();
+        let mut events = Vec::new();
+        for prefix in prefixes {
+            if self.remove_path(prefix, source, &mut events) {
+                self.adjust_accepted(address, -1);
+            }
+        }
+        self.interner.sweep();
+        events
+    }
+
+    /// Paths of `address` that are stale now.
+    pub fn stale_count(&self, address: IpAddr) -> u64 {
+        self.peers.get(&address).map_or(0, |p| p.stale)
     }
 
     /// The session went down: every route it sent is withdrawn at once.
@@ -243,7 +326,12 @@ impl Rib {
             };
             if accepted {
                 peer.rejected.remove(&prefix);
-                if self.upsert_path(prefix, Path { source, attrs }, &mut events) {
+                let path = Path {
+                    source,
+                    attrs,
+                    stale: false,
+                };
+                if self.upsert_path(prefix, path, &mut events) {
                     self.adjust_accepted(address, 1);
                 }
             } else {
@@ -289,6 +377,7 @@ impl Rib {
             Path {
                 source: RouteSource::Local,
                 attrs,
+                stale: false,
             },
             &mut events,
         );
@@ -306,8 +395,26 @@ impl Rib {
         let dest = self.loc.entry(prefix).or_default();
         let old = dest.best.map(|_| dest.paths[0].clone());
         let added = match dest.paths.iter_mut().find(|p| p.source == path.source) {
-            Some(p) if p.attrs == path.attrs => return false,
+            Some(p) if p.attrs == path.attrs => {
+                // Sent again unchanged: no longer stale (graceful restart), nothing else moves.
+                if p.stale && !path.stale {
+                    p.stale = false;
+                    if let RouteSource::Peer(a) = path.source {
+                        if let Some(peer) = self.peers.get_mut(&a) {
+                            peer.stale = peer.stale.saturating_sub(1);
+                        }
+                    }
+                }
+                return false;
+            }
             Some(p) => {
+                if p.stale {
+                    if let RouteSource::Peer(a) = path.source {
+                        if let Some(peer) = self.peers.get_mut(&a) {
+                            peer.stale = peer.stale.saturating_sub(1);
+                        }
+                    }
+                }
                 *p = path;
                 false
             }
@@ -331,10 +438,16 @@ impl Rib {
             return false;
         };
         let old = dest.best.map(|_| dest.paths[0].clone());
+        let was_stale = dest.paths.iter().any(|p| p.source == source && p.stale);
         let before = dest.paths.len();
         dest.paths.retain(|p| p.source != source);
         let removed = dest.paths.len() != before;
         if removed {
+            if let (true, RouteSource::Peer(a)) = (was_stale, source) {
+                if let Some(peer) = self.peers.get_mut(&a) {
+                    peer.stale = peer.stale.saturating_sub(1);
+                }
+            }
             self.decide(prefix, old, events);
         }
         removed
@@ -565,6 +678,7 @@ impl Rib {
                     source: path.source,
                     best: i == 0 && dest.best.is_some(),
                     reason: dest.best.filter(|_| i == 0).map(|r| r.as_str().to_string()),
+                    stale: path.stale,
                 });
             }
         }

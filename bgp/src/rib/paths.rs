@@ -74,6 +74,7 @@ mod tests {
         Path {
             source: RouteSource::Peer([10, 0, 0, last].into()),
             attrs: Arc::default(),
+            stale: false,
         }
     }
 

@@ -54,8 +54,8 @@ fn rib() -> Rib {
 /// Two peers offer the same prefix with `a` and `b`; returns (winner, reason).
 fn duel(pa: PeerInfo, a: PathAttributes, pb: PeerInfo, b: PathAttributes) -> (IpAddr, BestReason) {
     let mut r = rib();
-    r.peer_up(pa, MY_ADDR);
-    r.peer_up(pb, MY_ADDR);
+    r.peer_up(pa, MY_ADDR, false);
+    r.peer_up(pb, MY_ADDR, false);
     r.apply_update(pa.address, &announce(&["10.9.0.0/24"], a));
     r.apply_update(pb.address, &announce(&["10.9.0.0/24"], b));
     let (path, reason) = r.best(&net("10.9.0.0/24")).unwrap();
@@ -71,7 +71,7 @@ fn duel(pa: PeerInfo, a: PathAttributes, pb: PeerInfo, b: PathAttributes) -> (Ip
 fn single_path_is_only_path() {
     let mut r = rib();
     let p = peer("172.18.0.2", LOCAL_AS, [10, 0, 0, 2]);
-    r.peer_up(p, MY_ADDR);
+    r.peer_up(p, MY_ADDR, false);
     let ev = r.apply_update(
         p.address,
         &announce(&["10.1.0.0/26"], attrs(&[], "172.18.0.2")),
@@ -91,7 +91,7 @@ fn single_path_is_only_path() {
 fn local_route_beats_learned() {
     let mut r = rib();
     let p = peer("172.18.0.2", LOCAL_AS, [10, 0, 0, 2]);
-    r.peer_up(p, MY_ADDR);
+    r.peer_up(p, MY_ADDR, false);
     r.apply_update(
         p.address,
         &announce(&["10.1.0.0/26"], attrs(&[], "172.18.0.2")),
@@ -300,7 +300,7 @@ fn lowest_peer_address_is_the_last_tie_break() {
 fn ebgp_route_with_our_as_in_path_is_rejected() {
     let mut r = rib();
     let p = peer("172.18.0.9", 65001, [10, 0, 0, 9]);
-    r.peer_up(p, MY_ADDR);
+    r.peer_up(p, MY_ADDR, false);
     let ev = r.apply_update(
         p.address,
         &announce(&["10.5.0.0/24"], attrs(&[65001, LOCAL_AS], "1.1.1.1")),
@@ -315,7 +315,7 @@ fn ebgp_route_with_our_as_in_path_is_rejected() {
 fn treat_as_withdraw_removes_the_prefixes() {
     let mut r = rib();
     let p = peer("172.18.0.2", LOCAL_AS, [10, 0, 0, 2]);
-    r.peer_up(p, MY_ADDR);
+    r.peer_up(p, MY_ADDR, false);
     r.apply_update(
         p.address,
         &announce(&["10.1.0.0/26"], attrs(&[], "172.18.0.2")),
@@ -340,7 +340,7 @@ fn treat_as_withdraw_removes_the_prefixes() {
 fn explicit_withdraw_and_peer_down_withdraw_everything() {
     let mut r = rib();
     let p = peer("172.18.0.2", LOCAL_AS, [10, 0, 0, 2]);
-    r.peer_up(p, MY_ADDR);
+    r.peer_up(p, MY_ADDR, false);
     r.apply_update(
         p.address,
         &announce(
@@ -379,8 +379,8 @@ fn attribute_sets_are_shared_between_prefixes_and_peers() {
     let mut r = rib();
     let p1 = peer("172.18.0.2", LOCAL_AS, [10, 0, 0, 2]);
     let p2 = peer("172.18.0.3", LOCAL_AS, [10, 0, 0, 3]);
-    r.peer_up(p1, MY_ADDR);
-    r.peer_up(p2, MY_ADDR);
+    r.peer_up(p1, MY_ADDR, false);
+    r.peer_up(p2, MY_ADDR, false);
     let a = attrs(&[], "172.18.0.2");
     let prefixes: Vec<String> = (0..200)
         .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
@@ -407,7 +407,7 @@ fn ibgp_learned_route_is_not_sent_to_ibgp_peers_but_to_ebgp() {
     let ibgp2 = peer("172.18.0.3", LOCAL_AS, [10, 0, 0, 3]);
     let ebgp = peer("172.18.0.9", 65009, [10, 0, 0, 9]);
     for p in [ibgp1, ibgp2, ebgp] {
-        r.peer_up(p, MY_ADDR);
+        r.peer_up(p, MY_ADDR, false);
         batch_for(&mut r, &p); // initial (empty) dump + End-of-RIB
     }
     r.apply_update(
@@ -442,8 +442,8 @@ fn ebgp_learned_route_goes_to_ibgp_with_next_hop_kept_and_local_pref_set() {
     let mut r = rib();
     let ibgp = peer("172.18.0.2", LOCAL_AS, [10, 0, 0, 2]);
     let ebgp = peer("172.18.0.9", 65009, [10, 0, 0, 9]);
-    r.peer_up(ibgp, MY_ADDR);
-    r.peer_up(ebgp, MY_ADDR);
+    r.peer_up(ibgp, MY_ADDR, false);
+    r.peer_up(ebgp, MY_ADDR, false);
     let learned = PathAttributes {
         med: Some(7),
         ..attrs(&[65009], "172.18.0.9")
@@ -465,8 +465,8 @@ fn local_route_uses_next_hop_self_and_ebgp_prepends() {
     let mut r = rib();
     let ibgp = peer("172.18.0.2", LOCAL_AS, [10, 0, 0, 2]);
     let ebgp = peer("172.18.0.9", 65009, [10, 0, 0, 9]);
-    r.peer_up(ibgp, MY_ADDR);
-    r.peer_up(ebgp, MY_ADDR);
+    r.peer_up(ibgp, MY_ADDR, false);
+    r.peer_up(ebgp, MY_ADDR, false);
     r.originate(net("192.168.1.0/26"), None);
     let b = batch_for(&mut r, &ibgp);
     let a = &b.groups[0].0;
@@ -495,7 +495,7 @@ fn local_route_uses_next_hop_self_and_ebgp_prepends() {
 fn announcements_are_packed_by_attribute_set_and_withdrawals_follow() {
     let mut r = rib();
     let ibgp = peer("172.18.0.2", LOCAL_AS, [10, 0, 0, 2]);
-    r.peer_up(ibgp, MY_ADDR);
+    r.peer_up(ibgp, MY_ADDR, false);
     batch_for(&mut r, &ibgp);
     for i in 0..10 {
         r.originate(net(&format!("192.168.{i}.0/26")), None);
@@ -528,7 +528,7 @@ fn initial_dump_contains_the_table() {
     let mut r = rib();
     r.originate(net("192.168.0.0/26"), None);
     let p = peer("172.18.0.2", LOCAL_AS, [10, 0, 0, 2]);
-    r.peer_up(p, MY_ADDR);
+    r.peer_up(p, MY_ADDR, false);
     assert_eq!(r.peers_with_work(), vec![p.address]);
     let b = batch_for(&mut r, &p);
     assert_eq!(b.groups[0].1, vec![net("192.168.0.0/26")]);
@@ -540,7 +540,7 @@ fn initial_dump_contains_the_table() {
 fn routes_view_marks_best_with_reason() {
     let mut r = rib();
     let p = peer("172.18.0.2", LOCAL_AS, [10, 0, 0, 2]);
-    r.peer_up(p, MY_ADDR);
+    r.peer_up(p, MY_ADDR, false);
     r.apply_update(
         p.address,
         &announce(&["192.168.0.0/26"], attrs(&[65001, 65002], "172.18.0.2")),
@@ -558,7 +558,7 @@ fn routes_view_marks_best_with_reason() {
 fn adj_rib_in_counts_follow_rejections_replacements_and_withdrawals() {
     let mut r = rib();
     let p = peer("172.18.0.9", 65001, [10, 0, 0, 9]);
-    r.peer_up(p, MY_ADDR);
+    r.peer_up(p, MY_ADDR, false);
     let good = attrs(&[65001], "172.18.0.9");
     let looped = attrs(&[65001, LOCAL_AS], "172.18.0.9");
     r.apply_update(
@@ -612,7 +612,7 @@ fn adj_rib_in_counts_follow_rejections_replacements_and_withdrawals() {
 fn adj_rib_out_batches_are_bounded_and_end_of_rib_comes_last() {
     let mut r = rib();
     let p = peer("10.0.0.2", LOCAL_AS, [10, 0, 0, 2]);
-    r.peer_up(p, MY_ADDR);
+    r.peer_up(p, MY_ADDR, false);
     for i in 0..10u32 {
         let prefix = Ipv4Net::new(std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8)), 24).unwrap();
         r.originate(prefix, None);
@@ -628,4 +628,69 @@ fn adj_rib_out_batches_are_bounded_and_end_of_rib_comes_last() {
     assert_eq!(count(&third), 2);
     assert!(third.end_of_rib);
     assert!(!r.has_work(p.address));
+}
+
+#[test]
+fn graceful_restart_keeps_stale_paths_until_end_of_rib() {
+    let mut r = rib();
+    let p = peer("10.0.0.2", LOCAL_AS, [10, 0, 0, 2]);
+    r.peer_up(p, MY_ADDR, false);
+    r.apply_update(
+        p.address,
+        &announce(
+            &["10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"],
+            attrs(&[], "10.0.0.2"),
+        ),
+    );
+    // The session ends without a NOTIFICATION: nothing changes for subscribers.
+    assert_eq!(r.peer_down_graceful(p.address), 3);
+    assert_eq!(r.stale_count(p.address), 3);
+    assert_eq!(r.best_routes().len(), 3, "still used for forwarding");
+    assert!(r.routes().iter().all(|v| v.stale));
+    // Back with its forwarding state: the stale paths stay until End-of-RIB.
+    assert!(r.peer_up(p, MY_ADDR, true).is_empty());
+    assert_eq!(r.stale_count(p.address), 3);
+    // It sends two of them again (one changed), and withdraws nothing.
+    let ev = r.apply_update(
+        p.address,
+        &announce(&["10.1.0.0/24"], attrs(&[], "10.0.0.2")),
+    );
+    assert!(ev.is_empty(), "the same path again changes nothing: {ev:?}");
+    let ev = r.apply_update(
+        p.address,
+        &announce(&["10.2.0.0/24"], attrs(&[], "10.0.0.9")),
+    );
+    assert_eq!(ev.len(), 1, "a new next hop is a change");
+    assert_eq!(r.stale_count(p.address), 1);
+    // End-of-RIB: what it did not send again goes.
+    let ev = r.sweep_stale(p.address);
+    assert_eq!(
+        ev,
+        vec![RouteEvent::Withdrawn {
+            prefix: net("10.3.0.0/24")
+        }]
+    );
+    assert_eq!(r.stale_count(p.address), 0);
+    assert_eq!(r.counts(p.address).accepted, 2);
+    assert!(r.routes().iter().all(|v| !v.stale));
+}
+
+#[test]
+fn a_peer_back_without_forwarding_state_flushes_its_stale_paths() {
+    let mut r = rib();
+    let p = peer("10.0.0.2", LOCAL_AS, [10, 0, 0, 2]);
+    r.peer_up(p, MY_ADDR, false);
+    r.apply_update(
+        p.address,
+        &announce(&["10.1.0.0/24"], attrs(&[], "10.0.0.2")),
+    );
+    r.peer_down_graceful(p.address);
+    let ev = r.peer_up(p, MY_ADDR, false);
+    assert_eq!(
+        ev,
+        vec![RouteEvent::Withdrawn {
+            prefix: net("10.1.0.0/24")
+        }]
+    );
+    assert_eq!(r.stale_count(p.address), 0);
 }

@@ -27,12 +27,9 @@ mod tests;
 
 pub use backoff::{Backoff, MAX_CONNECT_RETRY};
 pub use counters::MessageCounters;
-pub use tcp::{connect, prepare_accepted, DEFAULT_PORT};
+pub use tcp::{connect, prepare_accepted, Security, DEFAULT_PORT, GTSM_TTL};
 
-use crate::fsm::{
-    collision_notification, Action, ConnectionOrigin, DownReason, Event, Fsm, FsmConfig,
-    Negotiated, State,
-};
+use crate::fsm::{Action, ConnectionOrigin, DownReason, Event, Fsm, FsmConfig, Negotiated, State};
 use crate::wire::{
     decode_message, encode_message, frame_length, DecodeError, Message, MessageType, Notification,
     SessionContext, Update,
@@ -85,6 +82,8 @@ pub enum Stop {
     Cease(Notification),
     /// Collision resolution chose the other connection (RFC 4271 §6.8).
     CollisionDump,
+    /// Close without a NOTIFICATION (this speaker restarts gracefully, RFC 4724).
+    Graceful,
 }
 
 /// The speaker's end of a session's inputs.
@@ -134,7 +133,12 @@ pub struct SessionParams {
     pub origin: ConnectionOrigin,
     pub local_addr: Option<IpAddr>,
     pub counters: Arc<MessageCounters>,
+    /// The send hold time's floor (RFC 9687: the larger of this and twice the hold time).
+    pub send_hold_min: Duration,
 }
+
+/// RFC 9687 §3: the suggested send hold time floor.
+pub const SEND_HOLD_MIN: Duration = Duration::from_secs(8 * 60);
 
 struct Driver {
     params: SessionParams,
@@ -166,7 +170,16 @@ where
     let (mut reader, writer) = tokio::io::split(stream);
     let (wtx, wrx) = mpsc::channel::<Bytes>(64);
     let (ktx, krx) = watch::channel(0u16);
-    let writer_task = tokio::spawn(write_loop(writer, wrx, krx, params.counters.clone()));
+    let (stuck_tx, mut stuck_rx) = tokio::sync::oneshot::channel::<()>();
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        wrx,
+        krx,
+        params.counters.clone(),
+        params.send_hold_min,
+        stuck_tx,
+    ));
+    let mut writer_stuck_open = true;
     let mut d = Driver {
         fsm: Fsm::new(params.fsm.clone()),
         params,
@@ -200,12 +213,21 @@ where
                 Ok(0) | Err(_) => d.feed(Event::TcpConnectionFails).await,
                 Ok(_) => d.process_input(&mut rbuf).await,
             },
+            // Before the writer's channel: a writer that gave up is reported as what it is.
+            stuck = &mut stuck_rx, if writer_stuck_open => {
+                writer_stuck_open = false;
+                if stuck.is_ok() {
+                    d.feed(Event::SendHoldTimerExpires).await;
+                }
+            }
+
             changed = stop.changed(), if stop_open => match changed {
                 Ok(()) => {
                     let why = stop.borrow_and_update().clone();
                     match why {
                         Some(Stop::Cease(n)) => d.feed(Event::Cease(n)).await,
                         Some(Stop::CollisionDump) => d.feed(Event::OpenCollisionDump).await,
+                        Some(Stop::Graceful) => d.feed(Event::GracefulStop).await,
                         None => {}
                     }
                 }
@@ -256,12 +278,39 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Writes what the session queues, and a KEEPALIVE whenever nothing was written for the
 /// keepalive interval (RFC 4271 §4.4: sending an UPDATE or KEEPALIVE restarts the timer).
+///
+/// RFC 9687: a write that cannot complete for the send hold time (the larger of
+/// `send_hold_min` and twice the hold time; none with a hold time of 0) means the peer stopped
+/// reading: `stuck` tells the session, which ends with Send Hold Timer Expired.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut rx: mpsc::Receiver<Bytes>,
     mut keepalive: watch::Receiver<u16>,
     counters: Arc<MessageCounters>,
+    send_hold_min: Duration,
+    stuck: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut stuck = Some(stuck);
+    // The keepalive interval is a third of the hold time (RFC 4271 §10).
+    let send_hold = |interval: u16| {
+        (interval > 0).then(|| send_hold_min.max(Duration::from_secs(6 * u64::from(interval))))
+    };
+    macro_rules! write {
+        ($buf:expr, $interval:expr) => {
+            match send_hold($interval) {
+                Some(limit) => match tokio::time::timeout(limit, writer.write_all($buf)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        if let Some(s) = stuck.take() {
+                            let _ = s.send(());
+                        }
+                        return;
+                    }
+                },
+                None => writer.write_all($buf).await,
+            }
+        };
+    }
     let keepalive_msg = {
         let mut b = BytesMut::new();
         // A KEEPALIVE is a bare header; encoding cannot fail.
@@ -277,7 +326,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             biased;
             msg = rx.recv() => match msg {
                 Some(b) => {
-                    if writer.write_all(&b).await.is_err() {
+                    if write!(&b, interval).is_err() {
                         return;
                     }
                     last_write = Instant::now();
@@ -289,7 +338,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 Err(_) => keepalive_open = false,
             },
             _ = sleep_until(due), if due.is_some() => {
-                if writer.write_all(&keepalive_msg).await.is_err() {
+                if write!(&keepalive_msg, interval).is_err() {
                     return;
                 }
                 counters.count_out(MessageType::Keepalive, 1);
@@ -417,14 +466,4 @@ impl Driver {
 /// The NOTIFICATION a speaker sends to refuse or stop a session (RFC 4486 Cease subcodes).
 pub fn cease(subcode: u8) -> Notification {
     Notification::new(crate::wire::error_code::CEASE, subcode, Vec::new())
-}
-
-impl Stop {
-    /// The NOTIFICATION this stop sends.
-    pub fn notification(&self) -> Notification {
-        match self {
-            Stop::Cease(n) => n.clone(),
-            Stop::CollisionDump => collision_notification(),
-        }
-    }
 }

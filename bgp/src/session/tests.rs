@@ -38,6 +38,7 @@ fn start_with(hold: u16, origin: ConnectionOrigin, event_room: usize) -> Harness
         origin,
         local_addr: Some("127.0.0.1".parse().unwrap()),
         counters: counters.clone(),
+        send_hold_min: SEND_HOLD_MIN,
     };
     let task = tokio::spawn(run_session(ours, params, etx, inputs));
     Harness {
@@ -300,14 +301,17 @@ async fn two_drivers_establish_over_loopback_tcp() {
         origin,
         local_addr: None,
         counters: Arc::new(MessageCounters::default()),
+        send_hold_min: SEND_HOLD_MIN,
     };
     let (_c1, r1) = session_channels();
     let (_c2, r2) = session_channels();
     let accept = tokio::spawn(async move { listener.accept().await.unwrap().0 });
-    let client = connect(addr, None, WAIT).await.unwrap();
+    let client = connect(addr, None, WAIT, &Security::default())
+        .await
+        .unwrap();
     assert!(client.nodelay().unwrap());
     let server = accept.await.unwrap();
-    prepare_accepted(&server).unwrap();
+    prepare_accepted(&server, &Security::default()).unwrap();
     tokio::spawn(run_session(
         client,
         mk(1, OUR_ID, ConnectionOrigin::Local),

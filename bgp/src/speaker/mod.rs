@@ -31,6 +31,7 @@ mod tests;
 
 pub use crate::rib::{RouteEvent, RouteSource, RouteView};
 pub use crate::session::MessageCounters;
+pub use crate::session::Security;
 pub use subscriber::{RouteBatch, Subscription};
 
 use crate::fsm::{DownReason, State};
@@ -39,6 +40,9 @@ use ipnet::Ipv4Net;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// How long a peer that exceeded its prefix limit is left alone (BIRD's error wait is 60 s).
+pub const LIMIT_IDLE_HOLD: Duration = Duration::from_secs(60);
 
 /// Speaker-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +55,31 @@ pub struct SpeakerConfig {
     pub hold_time: u16,
     /// First connect-retry interval; doubled on each failure up to 60 s, with jitter.
     pub connect_retry: Duration,
+    /// RFC 9687: a session that cannot send for the larger of this and twice its hold time
+    /// is closed (the peer stopped reading).
+    pub send_hold_min: Duration,
+    /// After a peer exceeded its maximum prefix count: how long before it is connected to,
+    /// or accepted from, again.
+    pub limit_idle_hold: Duration,
+    /// Graceful restart (RFC 4724), offered to every peer; `None` offers nothing.
+    pub graceful_restart: Option<GracefulRestartConfig>,
 }
+
+/// What this speaker offers of graceful restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracefulRestartConfig {
+    /// The Restart Time we advertise: how long peers keep our routes while we are away (RFC 4724
+    /// §3; 12 bits, at most 4095 s).
+    pub restart_time: u16,
+    /// This start follows a restart that kept our forwarding state (the kernel still holds our
+    /// routes): the Restart State and Forwarding State bits are set until
+    /// [`SpeakerHandle::restart_complete`].
+    pub restarting: bool,
+}
+
+/// After a restarting peer is back: how long its stale routes wait for its End-of-RIB
+/// (FRR's stalepath-time).
+pub const STALE_PATH_TIME: Duration = Duration::from_secs(360);
 
 impl SpeakerConfig {
     pub fn new(local_as: u32, router_id: Ipv4Addr) -> Self {
@@ -61,6 +89,9 @@ impl SpeakerConfig {
             listen: None,
             hold_time: crate::session::DEFAULT_HOLD_TIME,
             connect_retry: Duration::from_secs(5),
+            send_hold_min: crate::session::SEND_HOLD_MIN,
+            limit_idle_hold: LIMIT_IDLE_HOLD,
+            graceful_restart: None,
         }
     }
 }
@@ -79,6 +110,41 @@ pub struct PeerConfig {
     pub hold_time: Option<u16>,
     /// How the peer came to be configured, shown in status.
     pub kind: PeerKind,
+    /// TCP MD5 signature key (RFC 2385) for every connection with this peer.
+    pub password: Option<Password>,
+    /// GTSM (RFC 5082): send with TTL 255 and accept only TTL 255 (a directly connected peer).
+    pub ttl_security: bool,
+    /// Most prefixes the peer may send; one more ends the session with Cease / Maximum Number
+    /// of Prefixes Reached (RFC 4486) and an idle hold before reconnecting.
+    pub max_prefixes: Option<u32>,
+}
+
+/// A TCP MD5 key: never printed, never serialised.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(std::sync::Arc<[u8]>);
+
+impl Password {
+    /// At most 80 bytes (the kernel's `TCP_MD5SIG_MAXKEYLEN`).
+    pub fn new(key: &[u8]) -> Result<Password, SpeakerError> {
+        if key.is_empty() || key.len() > sockopt::MAX_KEY_LEN {
+            return Err(SpeakerError::InvalidConfig(format!(
+                "a TCP MD5 password is 1 to {} bytes, not {}",
+                sockopt::MAX_KEY_LEN,
+                key.len()
+            )));
+        }
+        Ok(Password(key.into()))
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
 }
 
 /// How a peer came to be configured: a member of the node-to-node mesh, or a neighbour the
@@ -139,6 +205,9 @@ impl PeerConfig {
             local_address: None,
             hold_time: None,
             kind: PeerKind::Explicit,
+            password: None,
+            ttl_security: false,
+            max_prefixes: None,
         }
     }
 }
@@ -194,6 +263,12 @@ pub struct PeerStatus {
     pub last_error: Option<PeerProblem>,
     /// How many times an Established session went down.
     pub flaps: u64,
+    /// The peer's Restart Time when both sides negotiated graceful restart.
+    pub graceful_restart: Option<u16>,
+    /// The current session has brought the peer's End-of-RIB (RFC 4724 §2).
+    pub end_of_rib_received: bool,
+    /// Routes kept from the peer's previous session while it restarts.
+    pub stale_routes: u64,
 }
 
 impl PeerStatus {
@@ -214,6 +289,9 @@ pub struct SpeakerStatus {
     pub peers: Vec<PeerStatus>,
     /// Prefixes whose best route came from a peer.
     pub peer_best_routes: u64,
+    /// Connections closed at once because they came from neither a configured peer nor a mesh
+    /// node (or from a peer held off after its prefix limit).
+    pub rejected_connections: u64,
 }
 
 /// What the handle asks the owner task.
@@ -228,7 +306,11 @@ enum Request {
     Resync(u64, oneshot::Sender<u64>),
     Status(oneshot::Sender<SpeakerStatus>),
     Routes(oneshot::Sender<Vec<RouteView>>),
-    Shutdown(oneshot::Sender<()>),
+    /// Stop the speaker; `graceful`: close sessions that negotiated graceful restart without a
+    /// NOTIFICATION, so their peers keep our routes.
+    Shutdown(bool, oneshot::Sender<()>),
+    /// The restart is over: OPENs from now on carry no Restart State bit.
+    RestartComplete(oneshot::Sender<()>),
 }
 
 /// Starts speakers.
@@ -327,6 +409,19 @@ impl SpeakerHandle {
 
     /// Cease/Administrative Shutdown to all peers, then the speaker stops.
     pub async fn shutdown(&self) -> Result<(), SpeakerError> {
-        self.ask(Request::Shutdown).await
+        self.ask(|r| Request::Shutdown(false, r)).await
+    }
+
+    /// Stops for a restart (RFC 4724 §4.1): peers that negotiated graceful restart see the
+    /// connection close without a NOTIFICATION and keep our routes for our Restart Time; the
+    /// others get Cease/Administrative Shutdown.
+    pub async fn shutdown_graceful(&self) -> Result<(), SpeakerError> {
+        self.ask(|r| Request::Shutdown(true, r)).await
+    }
+
+    /// The restart is over (the agent has re-learned and swept): new OPENs carry the Restart
+    /// State bit no more.
+    pub async fn restart_complete(&self) -> Result<(), SpeakerError> {
+        self.ask(Request::RestartComplete).await
     }
 }

@@ -36,6 +36,12 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    // The SYN-ACK of an accepted connection leaves with the listener's TTL, before we know the
+    // peer: 255, so a GTSM peer (RFC 5082) that only accepts TTL 255 completes the handshake.
+    // A TTL of 255 does no harm to the others.
+    if addr.is_ipv4() {
+        sockopt::set_ttl(&socket, session::GTSM_TTL)?;
+    }
     socket.bind(addr)?;
     socket.listen(128)
 }
@@ -54,6 +60,11 @@ enum Internal {
         generation: u64,
         timer: u64,
     },
+    /// Graceful restart, helper side: the peer did not come back, or did not finish, in time.
+    GrTimer {
+        peer: IpAddr,
+        generation: u64,
+    },
 }
 
 /// A consumer made room: the permit to send it one batch.
@@ -71,7 +82,8 @@ pub struct Owner {
     next_subscriber: u64,
     next_conn: ConnId,
     next_generation: u64,
-    listener: Option<TcpListener>,
+    /// Shared with the accept task: the owner keeps the per-peer MD5 keys on it.
+    listener: Option<Arc<TcpListener>>,
     listener_task: Option<tokio::task::JoinHandle<()>>,
     internal_tx: mpsc::Sender<Internal>,
     internal_rx: mpsc::Receiver<Internal>,
@@ -79,6 +91,9 @@ pub struct Owner {
     session_rx: mpsc::Receiver<(ConnId, SessionEvent)>,
     /// Tasks waiting for room in a session's or a subscriber's channel.
     waits: JoinSet<Wake>,
+    /// We restarted with our forwarding state kept: OPENs carry R and F (RFC 4724 §3).
+    restarting: bool,
+    rejected: u64,
 }
 
 // One value per loop turn, moved straight into its handler: boxing would only allocate.
@@ -93,6 +108,7 @@ enum Input {
 
 impl Owner {
     pub fn new(cfg: SpeakerConfig, listener: Option<TcpListener>) -> Self {
+        let restarting = cfg.graceful_restart.is_some_and(|g| g.restarting);
         let (internal_tx, internal_rx) = mpsc::channel(64);
         let (session_tx, session_rx) = mpsc::channel(1024);
         Owner {
@@ -104,18 +120,20 @@ impl Owner {
             next_subscriber: 1,
             next_conn: 1,
             next_generation: 1,
-            listener,
+            listener: listener.map(Arc::new),
             listener_task: None,
             internal_tx,
             internal_rx,
             session_tx,
             session_rx,
             waits: JoinSet::new(),
+            restarting,
+            rejected: 0,
         }
     }
 
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        if let Some(listener) = self.listener.take() {
+        if let Some(listener) = self.listener.clone() {
             let tx = self.internal_tx.clone();
             self.listener_task = Some(tokio::spawn(accept_loop(listener, tx)));
         }
@@ -129,15 +147,17 @@ impl Owner {
             let mut stop = None;
             match input {
                 Input::Stop => break,
-                Input::Request(Request::Shutdown(reply)) => stop = Some(reply),
+                Input::Request(Request::Shutdown(graceful, reply)) => {
+                    stop = Some((graceful, reply))
+                }
                 Input::Request(r) => {
                     self.handle_request(r);
                     // Take what else is queued before flushing, so a burst of announcements
                     // is packed into few UPDATEs.
                     for _ in 0..EVENT_BATCH {
                         match requests.try_recv() {
-                            Ok(Request::Shutdown(reply)) => {
-                                stop = Some(reply);
+                            Ok(Request::Shutdown(graceful, reply)) => {
+                                stop = Some((graceful, reply));
                                 break;
                             }
                             Ok(r) => self.handle_request(r),
@@ -160,13 +180,13 @@ impl Owner {
             }
             self.flush_adj_rib_out();
             self.flush_subscribers();
-            if let Some(reply) = stop {
-                self.shutdown().await;
+            if let Some((graceful, reply)) = stop {
+                self.shutdown(graceful).await;
                 let _ = reply.send(());
                 return;
             }
         }
-        self.shutdown().await;
+        self.shutdown(false).await;
     }
 
     /// Marks the prefixes of `events` dirty for every subscriber.
@@ -214,7 +234,12 @@ impl Owner {
                 let mut peers: Vec<_> = self
                     .peers
                     .values()
-                    .map(|p| p.status(self.rib.counts(p.cfg.address)))
+                    .map(|p| {
+                        p.status(
+                            self.rib.counts(p.cfg.address),
+                            self.rib.stale_count(p.cfg.address),
+                        )
+                    })
                     .collect();
                 peers.sort_by_key(|p| p.address);
                 let _ = reply.send(SpeakerStatus {
@@ -222,12 +247,22 @@ impl Owner {
                     router_id: self.cfg.router_id,
                     peers,
                     peer_best_routes: self.rib.peer_best_count() as u64,
+                    rejected_connections: self.rejected,
                 });
             }
             Request::Routes(reply) => {
                 let _ = reply.send(self.rib.routes());
             }
-            Request::Shutdown(reply) => {
+            Request::Shutdown(_, reply) => {
+                let _ = reply.send(());
+            }
+            Request::RestartComplete(reply) => {
+                if self.restarting {
+                    tracing::info!(
+                        "graceful restart complete: OPENs no longer set the Restart State bit"
+                    );
+                }
+                self.restarting = false;
                 let _ = reply.send(());
             }
         }
@@ -243,6 +278,13 @@ impl Owner {
                 "peer {address}: hold time {:?} (must be 0 or >= 3)",
                 cfg.hold_time
             )));
+        }
+        // The listener signs and checks this peer's segments from now on (RFC 2385): a SYN
+        // without the right signature is dropped by the kernel before we ever see it.
+        if let (Some(l), Some(p)) = (&self.listener, &cfg.password) {
+            sockopt::set_tcp_md5(&**l, address, Some(p.key())).map_err(|e| {
+                SpeakerError::InvalidConfig(format!("TCP MD5 for peer {address}: {e}"))
+            })?;
         }
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -260,6 +302,9 @@ impl Owner {
         };
         peer.fsm.handle(PeerEvent::ManualStop);
         peer.stop_tasks();
+        if let (Some(l), Some(_)) = (&self.listener, &peer.cfg.password) {
+            let _ = sockopt::set_tcp_md5(&**l, address, None);
+        }
         // RFC 4486 §4: Cease / Peer De-configured on every connection of the peer.
         let cease = session::cease(error_code::cease::PEER_DECONFIGURED);
         for id in &peer.conns {
@@ -287,8 +332,9 @@ impl Owner {
                     let local = peer.cfg.local_address;
                     let timeout = self.cfg.connect_retry.max(Duration::from_secs(3));
                     let (tx, generation) = (self.internal_tx.clone(), peer.generation);
+                    let security = security_of(&peer.cfg);
                     peer.connecting = Some(tokio::spawn(async move {
-                        let result = session::connect(target, local, timeout).await;
+                        let result = session::connect(target, local, timeout, &security).await;
                         let _ = tx
                             .send(Internal::Connected {
                                 peer: address,
@@ -357,12 +403,21 @@ impl Owner {
         match i {
             Internal::Accepted(stream, remote) => {
                 let address = canonical(remote.ip());
-                if self.peers.contains_key(&address) {
+                let idle = self.peers.get(&address).and_then(|p| p.idle_until);
+                if idle.is_some_and(|t| tokio::time::Instant::now() < t) {
+                    // Held off after exceeding its prefix limit (RFC 4486 §4).
+                    tracing::info!(
+                        "rejecting BGP connection from {remote}: idle hold after its prefix limit"
+                    );
+                    self.rejected += 1;
+                    tokio::spawn(reject(stream));
+                } else if self.peers.contains_key(&address) {
                     self.start_connection(address, stream, ConnectionOrigin::Remote);
                     self.peer_event(address, PeerEvent::TcpConnectionConfirmed);
                 } else {
                     // Only configured peers may connect (RFC 4486 §4, Connection Rejected).
                     tracing::info!("rejecting BGP connection from unconfigured {remote}");
+                    self.rejected += 1;
                     tokio::spawn(reject(stream));
                 }
             }
@@ -387,6 +442,9 @@ impl Owner {
                         self.peer_event(address, PeerEvent::TcpCrAcked);
                     }
                     Err(e) => {
+                        if peer.cfg.password.is_some() && e.kind() == io::ErrorKind::TimedOut {
+                            tracing::warn!(peer = %address, "connect timed out with TCP MD5 on: a wrong or missing password on either side looks exactly like this (the kernel drops unsigned or badly signed segments; see TCPMD5* in /proc/net/netstat)");
+                        }
                         let problem = PeerProblem::Connect(Arc::new(e));
                         peer.last_error = Some(problem.clone());
                         if peer.conns.is_empty() {
@@ -395,6 +453,30 @@ impl Owner {
                         self.peer_event(address, PeerEvent::TcpConnectionFails);
                     }
                 }
+            }
+            Internal::GrTimer {
+                peer: address,
+                generation,
+            } => {
+                let Some(peer) = self.peers.get_mut(&address) else {
+                    return;
+                };
+                if peer.generation != generation {
+                    return;
+                }
+                peer.gr_timer = None;
+                let stale = self.rib.stale_count(address);
+                if stale == 0 {
+                    return;
+                }
+                let ev = if peer.session.is_some() {
+                    tracing::warn!(peer = %address, "no End-of-RIB in time: {stale} stale routes go");
+                    self.rib.sweep_stale(address)
+                } else {
+                    tracing::warn!(peer = %address, "the peer did not come back within its restart time: its {stale} routes go");
+                    self.rib.peer_down(address)
+                };
+                self.publish(ev);
             }
             Internal::RetryTimer {
                 peer: address,
@@ -417,22 +499,31 @@ impl Owner {
         let Some(peer) = self.peers.get_mut(&address) else {
             return;
         };
-        let _ = session::prepare_accepted(&stream);
+        if let Err(e) = session::prepare_accepted(&stream, &security_of(&peer.cfg)) {
+            tracing::warn!(peer = %address, "cannot set the connection's socket options: {e}");
+            return;
+        }
         let local_addr = stream.local_addr().ok().map(|a| canonical(a.ip()));
         let conn = self.next_conn;
         self.next_conn += 1;
         let hold = peer.cfg.hold_time.unwrap_or(self.cfg.hold_time);
+        let mut fsm = crate::fsm::FsmConfig::new(
+            self.cfg.local_as,
+            peer.cfg.remote_as,
+            self.cfg.router_id,
+            hold,
+        );
+        if let Some(gr) = self.cfg.graceful_restart {
+            fsm.capabilities
+                .push(gr_capability(gr.restart_time, self.restarting));
+        }
         let params = SessionParams {
             conn,
-            fsm: crate::fsm::FsmConfig::new(
-                self.cfg.local_as,
-                peer.cfg.remote_as,
-                self.cfg.router_id,
-                hold,
-            ),
+            fsm,
             origin,
             local_addr,
             counters: peer.counters.clone(),
+            send_hold_min: self.cfg.send_hold_min,
         };
         let (control, inputs) = session_channels();
         tokio::spawn(session::run_session(
@@ -518,8 +609,33 @@ impl Owner {
                     Some(IpAddr::V4(a)) => a,
                     _ => self.cfg.router_id,
                 };
+                // RFC 4724 §4.2: the stale routes of a restarting peer stay until its End-of-RIB
+                // if it kept its forwarding state (the F bit for IPv4 unicast); else they go now.
+                let keep_stale = ipv4_gr(&negotiated).is_some_and(|f| f.forwarding_preserved);
+                let stale = self.rib.stale_count(address);
+                if let Some(t) = peer.gr_timer.take() {
+                    t.abort();
+                }
+                peer.eor_received = false;
+                if stale > 0 {
+                    if keep_stale {
+                        tracing::info!(peer = %address, "the peer is back from its restart: its {stale} stale routes wait for its End-of-RIB");
+                        let (tx, generation) = (self.internal_tx.clone(), peer.generation);
+                        peer.gr_timer = Some(tokio::spawn(async move {
+                            tokio::time::sleep(super::STALE_PATH_TIME).await;
+                            let _ = tx
+                                .send(Internal::GrTimer {
+                                    peer: address,
+                                    generation,
+                                })
+                                .await;
+                        }));
+                    } else {
+                        tracing::info!(peer = %address, "the peer is back without its forwarding state: its {stale} stale routes go");
+                    }
+                }
                 self.peer_event(address, PeerEvent::SessionEstablished);
-                let ev = self.rib.peer_up(info, next_hop_self);
+                let ev = self.rib.peer_up(info, next_hop_self, keep_stale);
                 self.publish(ev);
             }
             SessionEvent::Update(update) => {
@@ -530,6 +646,10 @@ impl Owner {
                 {
                     let ev = self.rib.apply_update(address, &update);
                     self.publish(ev);
+                    self.enforce_prefix_limit(address, id);
+                    if update.is_end_of_rib() {
+                        self.end_of_rib(address);
+                    }
                 }
             }
             SessionEvent::RefreshRequested => {
@@ -542,6 +662,58 @@ impl Owner {
                 }
             }
             SessionEvent::Closed(_) => {}
+        }
+    }
+
+    /// The peer's End-of-RIB (RFC 4724 §2): its initial table is complete; what it kept stale
+    /// from its previous session and did not send again goes.
+    fn end_of_rib(&mut self, address: IpAddr) {
+        let Some(peer) = self.peers.get_mut(&address) else {
+            return;
+        };
+        peer.eor_received = true;
+        if let Some(t) = peer.gr_timer.take() {
+            t.abort();
+        }
+        let stale = self.rib.stale_count(address);
+        if stale > 0 {
+            tracing::info!(peer = %address, "End-of-RIB: {stale} routes not refreshed since its restart go");
+            let ev = self.rib.sweep_stale(address);
+            self.publish(ev);
+        }
+    }
+
+    /// One prefix over the peer's limit ends the session with Cease / Maximum Number of
+    /// Prefixes Reached, whose data is AFI, SAFI and the limit (RFC 4486 §4), and holds the
+    /// peer off for a while.
+    fn enforce_prefix_limit(&mut self, address: IpAddr, id: ConnId) {
+        let Some(peer) = self.peers.get_mut(&address) else {
+            return;
+        };
+        let Some(max) = peer.cfg.max_prefixes else {
+            return;
+        };
+        let received = self.rib.counts(address).received;
+        let holding = peer
+            .idle_until
+            .is_some_and(|t| t > tokio::time::Instant::now());
+        if received <= u64::from(max) || holding {
+            return;
+        }
+        tracing::warn!(peer = %address, "{received} prefixes received, more than its limit of {max}: closing the session");
+        let mut data = Vec::with_capacity(7);
+        data.extend_from_slice(&crate::wire::Afi::IPV4.0.to_be_bytes());
+        data.push(crate::wire::Safi::UNICAST.0);
+        data.extend_from_slice(&max.to_be_bytes());
+        let n = crate::wire::Notification::new(
+            error_code::CEASE,
+            error_code::cease::MAXIMUM_PREFIXES_REACHED,
+            data,
+        );
+        peer.idle_until = Some(tokio::time::Instant::now() + self.cfg.limit_idle_hold);
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.stopping = true;
+            c.control.stop(Stop::Cease(n));
         }
     }
 
@@ -598,10 +770,19 @@ impl Owner {
         };
         peer.conns.retain(|c| *c != id);
         let was_session = peer.session == Some(id);
+        // RFC 4724 §4.2: a session that negotiated graceful restart and ended without a
+        // NOTIFICATION (the peer restarts, or died) leaves its routes, stale, for the peer's
+        // Restart Time.
+        let restart_time = peer
+            .negotiated
+            .as_ref()
+            .and_then(ipv4_gr_restart_time)
+            .filter(|t| *t > 0 && reason == crate::fsm::DownReason::TcpFailed);
         if was_session {
             peer.session = None;
             peer.negotiated = None;
             peer.established_at = None;
+            peer.eor_received = false;
             peer.flaps += 1;
         }
         // A connection closed by collision resolution is not the peer's fault.
@@ -614,14 +795,40 @@ impl Owner {
             }
         }
         if peer.conns.is_empty() {
-            self.peer_event(address, PeerEvent::ConnectionsClosed { clean });
+            let now = tokio::time::Instant::now();
+            let idle_hold = peer.idle_until.filter(|t| *t > now).map(|t| t - now);
+            self.peer_event(address, PeerEvent::ConnectionsClosed { clean, idle_hold });
         } else {
             self.refresh_shown(address);
         }
         if was_session {
-            // The peer's routes go as soon as its TCP connection closes, not at hold expiry.
-            let ev = self.rib.peer_down(address);
-            self.publish(ev);
+            match restart_time {
+                Some(secs) => {
+                    let kept = self.rib.peer_down_graceful(address);
+                    tracing::info!(peer = %address, "the session ended without a NOTIFICATION: its {kept} routes stay, stale, for its restart time of {secs} s (RFC 4724)");
+                    if let Some(peer) = self.peers.get_mut(&address) {
+                        if let Some(t) = peer.gr_timer.take() {
+                            t.abort();
+                        }
+                        let (tx, generation) = (self.internal_tx.clone(), peer.generation);
+                        peer.gr_timer = Some(tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(secs.into())).await;
+                            let _ = tx
+                                .send(Internal::GrTimer {
+                                    peer: address,
+                                    generation,
+                                })
+                                .await;
+                        }));
+                    }
+                }
+                None => {
+                    // The peer's routes go as soon as its TCP connection closes, not at hold
+                    // expiry.
+                    let ev = self.rib.peer_down(address);
+                    self.publish(ev);
+                }
+            }
         }
     }
 
@@ -739,7 +946,9 @@ impl Owner {
         }
     }
 
-    async fn shutdown(&mut self) {
+    /// `graceful`: sessions that negotiated graceful restart close without a NOTIFICATION
+    /// (RFC 4724 §4.1), so their peers keep our routes; the others get Cease.
+    async fn shutdown(&mut self, graceful: bool) {
         if let Some(t) = self.listener_task.take() {
             t.abort();
         }
@@ -750,7 +959,16 @@ impl Owner {
             peer.stop_tasks();
         }
         for c in self.conns.values_mut() {
-            c.control.stop(Stop::Cease(cease.clone()));
+            let gr = c
+                .negotiated
+                .as_ref()
+                .and_then(ipv4_gr_restart_time)
+                .is_some();
+            if graceful && gr && c.state == State::Established {
+                c.control.stop(Stop::Graceful);
+            } else {
+                c.control.stop(Stop::Cease(cease.clone()));
+            }
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while !self.conns.is_empty() {
@@ -791,7 +1009,45 @@ pub(super) fn encode_batch(
     Ok(msgs)
 }
 
-async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Internal>) {
+/// Our Graceful Restart capability (RFC 4724 §3): IPv4 unicast, the Restart State and the
+/// Forwarding State bits set while we come back from a restart that kept our routes.
+fn gr_capability(restart_time: u16, restarting: bool) -> crate::wire::Capability {
+    use crate::wire::{Afi, GracefulRestart, GracefulRestartFamily, Safi};
+    crate::wire::Capability::GracefulRestart(GracefulRestart {
+        restart_state: restarting,
+        notification: false,
+        restart_time: restart_time.min(4095),
+        families: vec![GracefulRestartFamily {
+            afi: Afi::IPV4,
+            safi: Safi::UNICAST,
+            forwarding_preserved: restarting,
+        }],
+    })
+}
+
+/// The peer's graceful restart entry for IPv4 unicast, when both sides negotiated it.
+fn ipv4_gr(n: &crate::fsm::Negotiated) -> Option<crate::wire::GracefulRestartFamily> {
+    n.graceful_restart.as_ref().and_then(|g| {
+        g.families
+            .iter()
+            .find(|f| f.afi == crate::wire::Afi::IPV4 && f.safi == crate::wire::Safi::UNICAST)
+            .copied()
+    })
+}
+
+/// The peer's Restart Time, when it negotiated graceful restart for IPv4 unicast.
+fn ipv4_gr_restart_time(n: &crate::fsm::Negotiated) -> Option<u16> {
+    ipv4_gr(n).and(n.graceful_restart.as_ref().map(|g| g.restart_time))
+}
+
+fn security_of(cfg: &PeerConfig) -> session::Security {
+    session::Security {
+        password: cfg.password.clone(),
+        ttl_security: cfg.ttl_security,
+    }
+}
+
+async fn accept_loop(listener: Arc<TcpListener>, tx: mpsc::Sender<Internal>) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {

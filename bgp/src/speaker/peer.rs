@@ -51,6 +51,13 @@ pub struct Peer {
     pub last_error: Option<PeerProblem>,
     pub flaps: u64,
     pub negotiated: Option<Negotiated>,
+    /// After the prefix limit was exceeded: neither connect nor accept before this.
+    pub idle_until: Option<tokio::time::Instant>,
+    /// The current session has brought the peer's End-of-RIB.
+    pub eor_received: bool,
+    /// Graceful restart, helper side: the timer for the peer's restart (waiting for it to come
+    /// back) or for its End-of-RIB (its stale routes go when it fires).
+    pub gr_timer: Option<JoinHandle<()>>,
 }
 
 impl Peer {
@@ -73,6 +80,9 @@ impl Peer {
             last_error: None,
             flaps: 0,
             negotiated: None,
+            idle_until: None,
+            eor_received: false,
+            gr_timer: None,
         }
     }
 
@@ -85,6 +95,9 @@ impl Peer {
     }
 
     pub fn stop_tasks(&mut self) {
+        if let Some(t) = self.gr_timer.take() {
+            t.abort();
+        }
         if let Some(t) = self.connecting.take() {
             t.abort();
         }
@@ -93,7 +106,7 @@ impl Peer {
         }
     }
 
-    pub fn status(&self, counts: PeerCounts) -> PeerStatus {
+    pub fn status(&self, counts: PeerCounts, stale_routes: u64) -> PeerStatus {
         let unix = |t: SystemTime| {
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
@@ -120,6 +133,11 @@ impl Peer {
             messages_out: counts_of(&self.counters, MessageCounters::sent),
             last_error: self.last_error.clone(),
             flaps: self.flaps,
+            graceful_restart: neg
+                .and_then(|n| n.graceful_restart.as_ref())
+                .map(|g| g.restart_time),
+            end_of_rib_received: self.eor_received,
+            stale_routes,
         }
     }
 }

@@ -29,6 +29,21 @@ pub struct Node {
     pub handle: SpeakerHandle,
 }
 
+/// A speaker with `cfg`, listening on a free port of `cfg.router_id`.
+pub async fn node_with(mut cfg: SpeakerConfig) -> Node {
+    let ip = cfg.router_id;
+    let port = free_port(ip);
+    cfg.listen = Some(SocketAddr::new(ip.into(), port));
+    let asn = cfg.local_as;
+    let handle = Speaker::start(cfg).await.unwrap();
+    Node {
+        ip,
+        port,
+        asn,
+        handle,
+    }
+}
+
 pub async fn node(ip: &str, asn: u32, hold_time: u16) -> Node {
     let ip: Ipv4Addr = ip.parse().unwrap();
     let port = free_port(ip);
@@ -38,6 +53,7 @@ pub async fn node(ip: &str, asn: u32, hold_time: u16) -> Node {
         listen: Some(SocketAddr::new(ip.into(), port)),
         hold_time,
         connect_retry: Duration::from_millis(500),
+        ..SpeakerConfig::new(asn, ip)
     };
     let handle = Speaker::start(cfg).await.unwrap();
     Node {
@@ -66,6 +82,7 @@ impl Node {
             local_address: Some(self.ip.into()),
             hold_time: None,
             kind: PeerKind::Mesh,
+            ..PeerConfig::new(other.ip.into(), other.asn)
         }
     }
 

@@ -124,6 +124,12 @@ fn render(cfg: &PeerConfig, announced: &BTreeSet<Ipv4Net>) -> String {
         // Defaults (5 s delay, 120 s retry) would make tests wait minutes after a failure.
         let _ = writeln!(s, "  connect delay time 1;\n  connect retry time 2;");
         let _ = writeln!(s, "  error wait time 1, 4;");
+        if let Some(p) = &n.password {
+            let _ = writeln!(s, "  password \"{p}\";");
+        }
+        if n.ttl_security {
+            let _ = writeln!(s, "  ttl security on;");
+        }
         let gr = if cfg.graceful_restart { "on" } else { "off" };
         let _ = writeln!(
             s,

@@ -73,6 +73,10 @@ pub struct Neighbor {
     pub passive: bool,
     /// The neighbor's port.
     pub port: u16,
+    /// TCP MD5 password (RFC 2385) for the session.
+    pub password: Option<String>,
+    /// GTSM (RFC 5082): send TTL 255, accept only TTL 255.
+    pub ttl_security: bool,
 }
 
 impl Neighbor {
@@ -82,7 +86,19 @@ impl Neighbor {
             remote_as,
             passive: false,
             port: 179,
+            password: None,
+            ttl_security: false,
         }
+    }
+
+    pub fn password(mut self, password: &str) -> Neighbor {
+        self.password = Some(password.to_string());
+        self
+    }
+
+    pub fn ttl_security(mut self) -> Neighbor {
+        self.ttl_security = true;
+        self
     }
 
     pub fn passive(mut self) -> Neighbor {
