@@ -25,6 +25,7 @@ pub struct Bird {
     sock: PathBuf,
     announced: BTreeSet<Ipv4Net>,
     daemon: Daemon,
+    netns: String,
 }
 
 impl Bird {
@@ -33,22 +34,8 @@ impl Bird {
         std::fs::create_dir_all(dir)?;
         let conf = dir.join("bird.conf");
         let sock = dir.join("bird.ctl");
-        let pid = dir.join("bird.pid");
         std::fs::write(&conf, render(&cfg, &BTreeSet::new()))?;
-        let daemon = ns.spawn(
-            dir,
-            "bird",
-            &[
-                "bird",
-                "-f",
-                "-c",
-                &conf.to_string_lossy(),
-                "-s",
-                &sock.to_string_lossy(),
-                "-P",
-                &pid.to_string_lossy(),
-            ],
-        )?;
+        let daemon = Self::spawn(ns.name(), dir, &conf, &sock, false)?;
         let bird = Bird {
             cfg,
             dir: dir.to_path_buf(),
@@ -56,12 +43,46 @@ impl Bird {
             sock,
             announced: BTreeSet::new(),
             daemon,
+            netns: ns.name().to_string(),
         };
-        bird.daemon
-            .wait_ready(Duration::from_secs(10), "BIRD control socket", || {
-                Ok(bird.birdc(&["show", "status"]).is_ok())
-            })?;
+        bird.wait_ready()?;
         Ok(bird)
+    }
+
+    fn spawn(netns: &str, dir: &Path, conf: &Path, sock: &Path, recovery: bool) -> Result<Daemon> {
+        let pid = dir.join("bird.pid");
+        let mut argv = vec![
+            "bird".to_string(),
+            "-f".into(),
+            "-c".into(),
+            conf.to_string_lossy().into_owned(),
+            "-s".into(),
+            sock.to_string_lossy().into_owned(),
+            "-P".into(),
+            pid.to_string_lossy().into_owned(),
+        ];
+        if recovery {
+            // Graceful restart recovery (RFC 4724 restarting speaker).
+            argv.push("-R".into());
+        }
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        Daemon::spawn(Some(netns), dir, "bird", &argv, &[])
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        self.daemon
+            .wait_ready(Duration::from_secs(10), "BIRD control socket", || {
+                Ok(self.birdc(&["show", "status"]).is_ok())
+            })
+    }
+
+    /// Starts BIRD again with the same configuration and announcements, after `stop` killed it;
+    /// with `recovery` as a graceful restart (`bird -R`).
+    pub fn restart(&mut self, recovery: bool) -> Result<()> {
+        self.daemon.kill();
+        std::fs::write(&self.conf, render(&self.cfg, &self.announced))?;
+        self.daemon = Self::spawn(&self.netns, &self.dir, &self.conf, &self.sock, recovery)?;
+        self.wait_ready()
     }
 
     /// Runs `birdc -s <sock> <args>` (a Unix socket: no need to enter the namespace).
@@ -135,6 +156,9 @@ fn render(cfg: &PeerConfig, announced: &BTreeSet<Ipv4Net>) -> String {
             s,
             "  graceful restart {gr};\n  long lived graceful restart off;"
         );
+        if cfg.graceful_restart {
+            let _ = writeln!(s, "  graceful restart time {};", cfg.graceful_restart_time);
+        }
         let _ = writeln!(
             s,
             "  ipv4 {{ import all; export where proto = \"announced\"; next hop self; }};"

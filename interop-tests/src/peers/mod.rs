@@ -36,6 +36,8 @@ pub struct PeerConfig {
     /// Advertise graceful restart (RFC 4724). Off by default: a GR-aware neighbor keeps a dead
     /// peer's routes as stale, and most tests want them gone when the peer stops.
     pub graceful_restart: bool,
+    /// The Restart Time it advertises with graceful restart, seconds.
+    pub graceful_restart_time: u16,
 }
 
 impl PeerConfig {
@@ -49,6 +51,7 @@ impl PeerConfig {
             hold_time: 9,
             neighbors: Vec::new(),
             graceful_restart: false,
+            graceful_restart_time: 120,
         }
     }
 

@@ -51,6 +51,10 @@ enum Cmd {
         nodes: u16,
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=50))]
         pods_per_node: u8,
+        /// An environment variable for every agent, `KEY=VALUE` (repeatable), e.g.
+        /// `--agent-env GRACEFUL_RESTART_TIME=0`.
+        #[arg(long = "agent-env", value_parser = parse_env)]
+        agent_env: Vec<(String, String)>,
     },
     /// Nodes and pods of the running lab.
     Status {
@@ -148,7 +152,14 @@ fn load(dir: &Path) -> Result<LabState> {
     })
 }
 
-fn up(cli: &Cli, nodes: u16, pods_per_node: u8) -> Result<()> {
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err("expected KEY=VALUE".into()),
+    }
+}
+
+fn up(cli: &Cli, nodes: u16, pods_per_node: u8, agent_env: &[(String, String)]) -> Result<()> {
     let (dir, prefix) = (cli.dir.as_path(), cli.prefix.as_str());
     let _lock = LabLock::acquire(dir)?;
     if let Some(st) = LabState::load(dir)? {
@@ -181,6 +192,7 @@ fn up(cli: &Cli, nodes: u16, pods_per_node: u8) -> Result<()> {
         nodes: vec![],
         pods: vec![],
         next_node: 0,
+        agent_env: agent_env.to_vec(),
     };
     st.save(dir)?;
     say!("Creating the underlay bridge (172.18.0.0/16) in namespace {underlay}");
@@ -398,7 +410,8 @@ fn run(cli: &Cli) -> Result<i32> {
         Cmd::Up {
             nodes,
             pods_per_node,
-        } => up(cli, *nodes, *pods_per_node)?,
+            agent_env,
+        } => up(cli, *nodes, *pods_per_node, agent_env)?,
         Cmd::Down => down(dir)?,
         Cmd::Status { output } => show::status(&load(dir)?, output == "json", dir),
         Cmd::Pod {

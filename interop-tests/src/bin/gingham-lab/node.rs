@@ -60,7 +60,9 @@ pub fn lab_agent(name: &str, ip: Ipv4Addr, st: &LabState, node_dir: &Path) -> Ag
             "--metrics-addr".into(),
             "127.0.0.1:9099".into(),
         ],
-        env: vec![("LOG_LEVEL".into(), "info".into())],
+        env: std::iter::once(("LOG_LEVEL".to_string(), "info".to_string()))
+            .chain(st.agent_env.iter().cloned())
+            .collect(),
     }
 }
 

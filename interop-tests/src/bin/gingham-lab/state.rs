@@ -20,6 +20,9 @@ pub struct LabState {
     /// Index of the next node (addresses are never reused within one lab).
     #[serde(default)]
     pub next_node: usize,
+    /// Extra environment for every agent (`up --agent-env KEY=VALUE`).
+    #[serde(default)]
+    pub agent_env: Vec<(String, String)>,
 }
 
 /// How a node's agent is started: kept so `restart-agent` starts it exactly the same way.
