@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub uptime_secs: u64,
     /// BGP connections refused (unknown source, or a peer held off).
     pub rejected_connections: u64,
+    /// Node records in the registry that cannot be read (their peers are kept as last read).
+    pub unreadable_nodes: u64,
 }
 
 /// Readiness like calico-node's BIRD check: ready when there are no peers, or every configured
@@ -145,6 +147,12 @@ pub fn registry(s: &Snapshot) -> Registry {
         "gingham_endpoints",
         "Pods attached on this node",
         s.endpoints as i64,
+    );
+    gauges(
+        &mut r,
+        "gingham_datastore_unreadable_records",
+        "Datastore records this agent follows but cannot read (kept as last read; see routectl ipam check)",
+        [(vec![("kind", "Node".to_string())], s.unreadable_nodes as i64)],
     );
     let rejected: Counter = Counter::default();
     rejected.inc_by(s.rejected_connections);

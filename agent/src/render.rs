@@ -445,6 +445,12 @@ pub fn ipam_report(r: &IpamReport, repair: bool) -> String {
             let _ = writeln!(s, "  fixed: {f}");
         }
         let _ = writeln!(s, "Repair complete; fixed {} problems.", r.fixed.len());
+        for l in &r.left {
+            let _ = writeln!(s, "  not fixed: {l}");
+        }
+        if !r.left.is_empty() {
+            let _ = writeln!(s, "{} problems need a person.", r.left.len());
+        }
     }
     s
 }

@@ -132,6 +132,25 @@ fn fetch<T: DeserializeOwned + Serialize>(
     cmd: Command,
     render: impl Fn(&T) -> String,
 ) -> Result<(), String> {
+    fetch_value(cli, cmd, render).map(|_| ())
+}
+
+/// `check` and `repair` print their report, then fail when something is wrong (so a script
+/// or a CI job can tell), the way `fsck` does.
+fn ipam_report(cli: &Cli, cmd: Command, repair: bool) -> Result<(), String> {
+    let r: IpamReport = fetch_value(cli, cmd, |r| render::ipam_report(r, repair))?;
+    match (repair, r.problems.len(), r.left.len()) {
+        (false, 0, _) | (true, _, 0) => Ok(()),
+        (false, n, _) => Err(format!("found {n} IPAM problems")),
+        (true, _, n) => Err(format!("{n} IPAM problems are left for a person")),
+    }
+}
+
+fn fetch_value<T: DeserializeOwned + Serialize>(
+    cli: &Cli,
+    cmd: Command,
+    render: impl Fn(&T) -> String,
+) -> Result<T, String> {
     let value: T = call(&cli.socket, cmd, Duration::from_secs(30)).map_err(|e| e.to_string())?;
     match cli.output {
         Output::Json => agent::say!(
@@ -140,7 +159,7 @@ fn fetch<T: DeserializeOwned + Serialize>(
         ),
         Output::Table => agent::output::print(&render(&value)),
     }
-    Ok(())
+    Ok(value)
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
@@ -158,12 +177,8 @@ fn run(cli: &Cli) -> Result<(), String> {
         Top::Show {
             what: Some(Show::Endpoints),
         } => fetch::<Vec<EndpointRecord>>(cli, Command::Endpoints, |e| render::endpoints(e)),
-        Top::Ipam { what: Ipam::Check } => {
-            fetch::<IpamReport>(cli, Command::IpamCheck, |r| render::ipam_report(r, false))
-        }
-        Top::Ipam { what: Ipam::Repair } => {
-            fetch::<IpamReport>(cli, Command::IpamRepair, |r| render::ipam_report(r, true))
-        }
+        Top::Ipam { what: Ipam::Check } => ipam_report(cli, Command::IpamCheck, false),
+        Top::Ipam { what: Ipam::Repair } => ipam_report(cli, Command::IpamRepair, true),
         Top::Ipam {
             what:
                 Ipam::Configure {

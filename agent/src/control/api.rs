@@ -272,6 +272,9 @@ pub struct IpamReport {
     pub problems: Vec<String>,
     /// What `repair` did (empty for `check`).
     pub fixed: Vec<String>,
+    /// What `repair` could not fix, each with why (empty for `check`).
+    #[serde(default)]
+    pub left: Vec<String>,
 }
 
 /// `routectl ipam configure`.

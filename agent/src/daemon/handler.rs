@@ -302,6 +302,7 @@ impl Agent {
             endpoints,
             uptime_secs: self.started.elapsed().as_secs(),
             rejected_connections,
+            unreadable_nodes: self.unreadable_nodes.borrow().len() as u64,
         }
     }
 
@@ -459,6 +460,7 @@ impl Agent {
                 Response::ok(&IpamReport {
                     problems: problems.iter().map(|p| p.to_string()).collect(),
                     fixed: vec![],
+                    left: vec![],
                 })
             }
             Command::IpamRepair => {
@@ -472,6 +474,11 @@ impl Agent {
                         .repaired
                         .iter()
                         .map(|r| format!("{}: {}", r.problem, r.action))
+                        .collect(),
+                    left: report
+                        .left
+                        .iter()
+                        .map(|p| format!("{p} (left: {})", p.why_left()))
                         .collect(),
                 })
             }

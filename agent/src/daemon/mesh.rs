@@ -8,7 +8,7 @@ use super::error::AgentError;
 use bgp::{PeerConfig, SpeakerHandle};
 use ipam::registry::NodeRegistry;
 use ipam::resources::{NodeRecord, TypedEvent};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -51,6 +51,7 @@ pub async fn run(
     registry: NodeRegistry,
     speaker: SpeakerHandle,
     cfg: MeshConfig,
+    unreadable_tx: tokio::sync::watch::Sender<BTreeSet<String>>,
 ) -> Result<(), AgentError> {
     let (node, me, explicit) = (cfg.node.clone(), cfg.me, cfg.explicit.clone());
     // The registry watch is blocking (std channel): a thread forwards its events.
@@ -71,7 +72,28 @@ pub async fn run(
 
     // Record name → the peer address we configured for it.
     let mut peers: HashMap<String, NodeRecord> = HashMap::new();
+    // Node records that cannot be read now; published for the metrics.
+    let mut unreadable = BTreeSet::new();
     while let Some(ev) = rx.recv().await {
+        match &ev {
+            TypedEvent::Added(v) | TypedEvent::Modified(v) if unreadable.remove(&v.name) => {
+                tracing::info!("node registry: the record of {} reads again", v.name)
+            }
+            TypedEvent::Deleted(name) => {
+                unreadable.remove(name);
+            }
+            TypedEvent::Error(c) => {
+                unreadable.insert(c.name.clone());
+            }
+            _ => {}
+        }
+        unreadable_tx.send_if_modified(|set| {
+            let changed = *set != unreadable;
+            if changed {
+                set.clone_from(&unreadable);
+            }
+            changed
+        });
         match ev {
             TypedEvent::Added(v) | TypedEvent::Modified(v) => {
                 let rec = v.value;
@@ -122,9 +144,16 @@ pub async fn run(
                 }
             }
             TypedEvent::Synced => tracing::debug!("mesh: registry synced, {} peers", peers.len()),
-            TypedEvent::Error(c) => {
-                tracing::warn!("node registry: unreadable record {}: {}", c.path, c.reason)
-            }
+            // An unreadable Node is not a node that left: its peer stays as we last knew it.
+            TypedEvent::Error(c) => match peers.get(&c.name) {
+                Some(old) => tracing::warn!(
+                    "node registry: {} is unreadable ({}); keeping peer {} as last read",
+                    c.path,
+                    c.reason,
+                    old.address
+                ),
+                None => tracing::warn!("node registry: {} is unreadable: {}", c.path, c.reason),
+            },
         }
     }
     Err(AgentError::TaskEnded {

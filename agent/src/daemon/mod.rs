@@ -77,6 +77,8 @@ pub struct Agent {
     pub routing: RoutingHandle,
     pub local: local::LocalHandle,
     pub started: Instant,
+    /// The Node records the mesh task cannot read right now (it owns the set).
+    pub unreadable_nodes: tokio::sync::watch::Receiver<std::collections::BTreeSet<String>>,
 }
 
 /// How often an agent writes its heartbeat into the registry.
@@ -215,6 +217,7 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
             })?;
     }
 
+    let (unreadable_tx, unreadable_nodes) = tokio::sync::watch::channel(Default::default());
     let agent = Arc::new(Agent {
         node: cfg.node.clone(),
         ip: cfg.ip,
@@ -226,6 +229,7 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
         routing: routing.clone(),
         local: local.clone(),
         started: Instant::now(),
+        unreadable_nodes,
     });
     let handler = Arc::new(handler::AgentHandler(agent.clone()));
     let control = crate::control::Server::bind(&cfg.control_socket)?;
@@ -263,6 +267,7 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
                     password: cfg.password.clone(),
                     explicit,
                 },
+                unreadable_tx,
             ),
         );
     }
@@ -383,14 +388,20 @@ fn report_md5(last: &mut Option<[u64; 3]>) {
 /// errors are logged and retried: they must not stop the node's forwarding.
 async fn housekeeping(agent: Arc<Agent>, registry: NodeRegistry) -> Result<(), AgentError> {
     let mut md5 = md5_counters();
+    // Logged when it changes, not every beat: a bad record is one line, and so is its repair.
+    let mut heartbeat_error: Option<String> = None;
     loop {
         tokio::time::sleep(HEARTBEAT_EVERY).await;
         report_md5(&mut md5);
         let (reg, node) = (registry.clone(), agent.node.clone());
-        if let Err(e) =
-            tokio::task::spawn_blocking(move || reg.heartbeat(&node, now_secs())).await?
-        {
-            tracing::warn!("heartbeat: {e}");
+        let beat = tokio::task::spawn_blocking(move || reg.heartbeat(&node, now_secs())).await?;
+        let error = beat.err().map(|e| e.to_string());
+        if error != heartbeat_error {
+            match &error {
+                Some(e) => tracing::warn!("heartbeat: {e}"),
+                None => tracing::info!("heartbeat: written again"),
+            }
+            heartbeat_error = error;
         }
         let (ipam, node) = (agent.ipam.clone(), agent.node.clone());
         match tokio::task::spawn_blocking(move || ipam.release_empty_blocks(&node)).await? {

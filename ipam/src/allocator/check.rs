@@ -14,13 +14,21 @@ use crate::registry::NodeRegistry;
 use crate::resources::{
     self, AffinityState, AllocationBlock, BlockAffinity, IpamHandle, NodeRecord,
 };
+use crate::store::{CorruptRecord, Kind};
 
 /// One inconsistency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "problem", rename_all = "camelCase")]
 pub enum Problem {
-    /// A record that cannot be read (left alone: a person must look at it).
-    Unreadable { path: String, reason: String },
+    /// A record that cannot be read (left alone: a person must look at it). Records that
+    /// refer to it are not judged until it reads again, so one bad Node is one problem, not
+    /// a leak report for each of its addresses.
+    Unreadable {
+        kind: Kind,
+        name: String,
+        path: String,
+        reason: String,
+    },
     /// A confirmed affinity whose block does not exist.
     AffinityWithoutBlock { node: String, cidr: Ipv4Net },
     /// An affinity whose block belongs to another node (or to none), or a pending one left by a
@@ -67,7 +75,9 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::Unreadable { path, reason } => write!(f, "record {path} is unreadable: {reason}"),
+            Problem::Unreadable { kind, name, path, reason } => {
+                write!(f, "{kind} {name} ({path}) is unreadable: {reason}")
+            }
             Problem::AffinityWithoutBlock { node, cidr } => {
                 write!(f, "node {node} has an affinity for block {cidr}, which does not exist")
             }
@@ -121,6 +131,27 @@ impl fmt::Display for Problem {
     }
 }
 
+impl Problem {
+    /// Why `repair` leaves this problem, when it does: said to the operator with what is left.
+    pub fn why_left(&self) -> &'static str {
+        match self {
+            Problem::Unreadable { .. } => {
+                "repair never rewrites a record it cannot read; fix or remove the file by hand"
+            }
+            Problem::BlockOutsidePool { .. } => {
+                "its addresses may be in use; release them or widen the pool"
+            }
+            Problem::AddressWithoutHandle { .. } => {
+                "younger than the leak grace period: an assignment may still be finishing"
+            }
+            Problem::DuplicateAffinity { .. } => {
+                "the block itself names no owner, so no affinity can be told to be the right one"
+            }
+            _ => "the records changed while repairing; run repair again",
+        }
+    }
+}
+
 /// What `repair` did about one problem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Repair {
@@ -147,10 +178,18 @@ impl Ipam {
         unreadable.extend(e);
         let (nodes, e) = resources::list::<NodeRecord>(store)?;
         unreadable.extend(e);
-        let nodes: BTreeSet<String> = nodes.into_iter().map(|n| n.value.name).collect();
+        let bad = Unreadable::new(&unreadable);
+        // An unreadable Node may well be a live node: it counts as registered.
+        let nodes: BTreeSet<String> = nodes
+            .into_iter()
+            .map(|n| n.value.name)
+            .chain(bad.names(Kind::Node).cloned())
+            .collect();
         let mut problems: Vec<Problem> = unreadable
             .into_iter()
             .map(|c| Problem::Unreadable {
+                kind: c.kind,
+                name: c.name,
                 path: c.path,
                 reason: c.reason,
             })
@@ -174,6 +213,8 @@ impl Ipam {
             for a in list {
                 let block = blocks.get(cidr);
                 match (a.state, block) {
+                    // The block may be there, unreadable.
+                    (_, None) if bad.has(Kind::IPAMBlock, &resources::cidr_name(cidr)) => {}
                     (AffinityState::Confirmed, None) => {
                         problems.push(Problem::AffinityWithoutBlock {
                             node: a.node.clone(),
@@ -214,7 +255,8 @@ impl Ipam {
                 } else if !by_cidr.get(cidr).is_some_and(|l| {
                     l.iter()
                         .any(|a| a.node == node && a.state == AffinityState::Confirmed)
-                }) {
+                }) && !bad.has(Kind::BlockAffinity, &BlockAffinity::name(node, cidr))
+                {
                     problems.push(Problem::BlockWithoutAffinity {
                         cidr: *cidr,
                         node: node.to_string(),
@@ -237,6 +279,7 @@ impl Ipam {
                 } else if !handle_map
                     .get(attr.handle_id.as_str())
                     .is_some_and(|h| h.block.contains_key(&cidr.to_string()))
+                    && !bad.has(Kind::IPAMHandle, &attr.handle_id)
                 {
                     problems.push(Problem::AddressWithoutHandle {
                         ip,
@@ -247,14 +290,21 @@ impl Ipam {
             }
         }
         for (name, h) in &handle_map {
+            // A handle's addresses in an unreadable block cannot be counted.
+            let unknown = |cidr: &String| {
+                cidr.parse::<Ipv4Net>()
+                    .is_ok_and(|c| bad.has(Kind::IPAMBlock, &resources::cidr_name(&c)))
+            };
             let actual = held.get(name);
             if actual.is_none() {
-                problems.push(Problem::HandleWithoutAddress {
-                    handle: name.to_string(),
-                });
+                if !h.block.keys().any(unknown) {
+                    problems.push(Problem::HandleWithoutAddress {
+                        handle: name.to_string(),
+                    });
+                }
                 continue;
             }
-            for (cidr, &recorded) in &h.block {
+            for (cidr, &recorded) in h.block.iter().filter(|(c, _)| !unknown(c)) {
                 let n = actual.and_then(|m| m.get(cidr)).copied().unwrap_or(0);
                 if n != recorded {
                     problems.push(Problem::HandleCountMismatch {
@@ -431,5 +481,25 @@ impl Ipam {
             }
             Ok(self.cas(resources::update(&*self.store, h))?.map(|_| true))
         })
+    }
+}
+
+/// The names of the unreadable records of one check, by kind.
+struct Unreadable(BTreeSet<(Kind, String)>);
+
+impl Unreadable {
+    fn new(records: &[CorruptRecord]) -> Self {
+        Unreadable(records.iter().map(|c| (c.kind, c.name.clone())).collect())
+    }
+
+    fn has(&self, kind: Kind, name: &str) -> bool {
+        self.0.contains(&(kind, name.to_string()))
+    }
+
+    fn names(&self, kind: Kind) -> impl Iterator<Item = &String> {
+        self.0
+            .iter()
+            .filter(move |(k, _)| *k == kind)
+            .map(|(_, n)| n)
     }
 }

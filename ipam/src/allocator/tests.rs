@@ -428,6 +428,83 @@ fn check_finds_each_planted_problem_and_repair_fixes_them() {
     assert!(!ipam.node_blocks("c").unwrap().contains(&a_block));
 }
 
+/// Replaces a record's data with something no reader accepts (as a bad disk or hand edit
+/// would), keeping its place in the store.
+fn spoil(ipam: &Ipam, kind: Kind, name: &str) {
+    let rec = ipam.store().get(kind, name).unwrap();
+    ipam.store()
+        .update(
+            kind,
+            name,
+            &rec.revision,
+            serde_json::json!({"spoilt": true}),
+        )
+        .unwrap();
+}
+
+#[test]
+fn an_unreadable_node_is_one_problem_and_repair_frees_nothing_of_it() {
+    let ipam = ipam("10.0.0.0/24", 28, &["a", "b"]);
+    let ips: Vec<_> = (0..3)
+        .map(|i| ipam.assign(&format!("b{i}"), &at("b")).unwrap())
+        .collect();
+    let blocks = ipam.node_blocks("b").unwrap();
+    spoil(&ipam, Kind::Node, "b");
+    let problems = ipam.check().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        matches!(&problems[0], Problem::Unreadable { kind: Kind::Node, name, .. } if name == "b"),
+        "{problems:#?}"
+    );
+    let report = ipam.repair().unwrap();
+    assert_none(report.repaired);
+    assert_eq!(report.left, problems);
+    assert!(report.left[0].why_left().contains("by hand"));
+    for (i, ip) in ips.iter().enumerate() {
+        assert_eq!(ipam.lookup(*ip).unwrap().unwrap().handle, format!("b{i}"));
+    }
+    assert_eq!(ipam.node_blocks("b").unwrap(), blocks);
+}
+
+#[test]
+fn unreadable_handles_blocks_and_affinities_hide_their_follow_on_problems() {
+    let ipam = ipam("10.0.0.0/24", 28, &["a"]);
+    let ip = ipam.assign("h1", &at("a")).unwrap();
+    let block = ipam.node_blocks("a").unwrap()[0];
+    // An unreadable handle: its address is not called an orphan.
+    spoil(&ipam, Kind::IPAMHandle, "h1");
+    let problems = ipam.check().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let report = ipam.repair().unwrap();
+    assert_none(report.repaired);
+    assert_eq!(ipam.lookup(ip).unwrap().unwrap().handle, "h1");
+
+    // An unreadable block: its affinity is not "without block", and a handle whose only
+    // addresses are in it is not "without address".
+    let ipam2 = self::ipam("10.0.0.0/24", 28, &["a"]);
+    ipam2.assign("h2", &at("a")).unwrap();
+    let block2 = ipam2.node_blocks("a").unwrap()[0];
+    spoil(&ipam2, Kind::IPAMBlock, &resources::cidr_name(&block2));
+    let problems = ipam2.check().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_none(ipam2.repair().unwrap().repaired);
+    assert!(resources::get::<IpamHandle>(&**ipam2.store(), "h2")
+        .unwrap()
+        .is_some());
+
+    // An unreadable affinity: its block is not "without affinity".
+    spoil(
+        &ipam,
+        Kind::BlockAffinity,
+        &BlockAffinity::name("a", &block),
+    );
+    let problems = ipam.check().unwrap();
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(problems
+        .iter()
+        .all(|p| matches!(p, Problem::Unreadable { .. })));
+}
+
 #[test]
 fn young_orphans_are_left_for_an_assign_in_flight() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());

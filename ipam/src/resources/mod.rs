@@ -51,6 +51,8 @@ pub fn cidr_name(cidr: &Ipv4Net) -> String {
 
 fn corrupt_record(kind: Kind, name: &str, reason: String) -> CorruptRecord {
     CorruptRecord {
+        kind,
+        name: name.to_string(),
         path: format!("{kind}/{name}"),
         reason,
     }

@@ -135,7 +135,15 @@ impl FileStore {
                 Ok(None) => {} // deleted since the directory was read
                 Err(StoreError::Corrupt { path, reason }) => {
                     tracing::warn!(%path, %reason, "skipping unreadable record");
-                    listing.errors.push(CorruptRecord { path, reason });
+                    let stem = &fname[..fname.len() - ".json".len()];
+                    // A file no name escapes to is still reported, under its file name.
+                    let name = names::unescape(stem).unwrap_or_else(|| stem.to_string());
+                    listing.errors.push(CorruptRecord {
+                        kind,
+                        name,
+                        path,
+                        reason,
+                    });
                 }
                 Err(e) => return Err(e),
             }

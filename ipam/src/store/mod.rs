@@ -89,9 +89,13 @@ pub struct Record {
     pub data: serde_json::Value,
 }
 
-/// A record that could not be read, reported instead of silently dropped.
+/// A record that could not be read, reported instead of silently dropped. `kind` and `name`
+/// say which record it is meant to be, so a reader keeps what it last knew of that record
+/// (an unreadable Node is not a deleted Node); `path` is where an operator finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorruptRecord {
+    pub kind: Kind,
+    pub name: String,
     pub path: String,
     pub reason: String,
 }

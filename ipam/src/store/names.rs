@@ -37,9 +37,36 @@ pub fn escape(name: &str) -> Result<String, StoreError> {
     Ok(out)
 }
 
+/// The record name a file stem stands for, or `None` if no name escapes to it.
+pub fn unescape(stem: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(stem.len());
+    let mut bytes = stem.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    let name = String::from_utf8(out).ok()?;
+    // Only the one spelling `escape` gives counts, so two files never claim one name.
+    (escape(&name).ok()? == stem).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unescape_inverts_escape() {
+        for name in ["node-1", "192-168-0-0-26", "a b/c", ".hidden", "ü"] {
+            assert_eq!(unescape(&escape(name).unwrap()).as_deref(), Some(name));
+        }
+        assert_eq!(unescape("%2"), None);
+        assert_eq!(unescape("%61"), None, "'a' is spelt plainly, never %61");
+    }
 
     #[test]
     fn plain_names_are_kept() {

@@ -56,6 +56,8 @@ struct Seen {
     kinds: BTreeMap<String, Kind>,
     /// Corrupt files already reported, so one bad file is not reported every interval.
     corrupt: BTreeSet<(String, String)>,
+    /// Names unreadable at the last listing: readable again is news even at the old revision.
+    corrupt_names: BTreeSet<String>,
 }
 
 impl Seen {
@@ -68,8 +70,17 @@ impl Seen {
             self.kinds.insert(rec.name.clone(), rec.kind);
             match self.revisions.get(&rec.name) {
                 None => events.push(WatchEvent::Added(rec)),
-                Some(r) if *r != rec.revision => events.push(WatchEvent::Modified(rec)),
+                Some(r) if *r != rec.revision || self.corrupt_names.contains(&rec.name) => {
+                    events.push(WatchEvent::Modified(rec))
+                }
                 Some(_) => {}
+            }
+        }
+        // A record that became unreadable is not gone: keep the revision it was last read at,
+        // so no Deleted is sent (a reader keeps what it knew) and a repair shows as Modified.
+        for c in &listing.errors {
+            if let Some(r) = self.revisions.get(&c.name) {
+                now.insert(c.name.clone(), r.clone());
             }
         }
         for name in self.revisions.keys() {
@@ -82,18 +93,16 @@ impl Seen {
                 }
             }
         }
-        let corrupt: BTreeSet<_> = listing
-            .errors
-            .into_iter()
-            .map(|c| (c.path, c.reason))
-            .collect();
-        for (path, reason) in corrupt.difference(&self.corrupt) {
-            events.push(WatchEvent::Error(super::CorruptRecord {
-                path: path.clone(),
-                reason: reason.clone(),
-            }));
+        let mut reported = BTreeSet::new();
+        self.corrupt_names = listing.errors.iter().map(|c| c.name.clone()).collect();
+        for c in listing.errors {
+            let key = (c.path.clone(), c.reason.clone());
+            if !self.corrupt.contains(&key) {
+                events.push(WatchEvent::Error(c));
+            }
+            reported.insert(key);
         }
-        self.corrupt = corrupt;
+        self.corrupt = reported;
         self.revisions = now;
         events.into_iter().all(|ev| tx.send(ev).is_ok())
     }

@@ -245,3 +245,46 @@ fn list_prefix_reads_only_matching_names() {
         4
     );
 }
+
+#[test]
+fn a_record_that_turns_unreadable_is_reported_not_deleted() {
+    use super::super::WatchEvent;
+    let (dir, s) = store();
+    s.create(Kind::Node, "a", json!(1)).unwrap();
+    let w = s.watch(Kind::Node).unwrap();
+    let t = Duration::from_secs(2);
+    assert!(matches!(w.recv_timeout(t), Some(WatchEvent::Added(_))));
+    assert_eq!(w.recv_timeout(t), Some(WatchEvent::Synced));
+    let good = fs::read(dir.path().join("Node/a.json")).unwrap();
+    // Replaced the way a bad writer would (rename), so the directory's mtime moves.
+    fs::write(dir.path().join("Node/.a.tmp"), b"{\"kind\":").unwrap();
+    fs::rename(
+        dir.path().join("Node/.a.tmp"),
+        dir.path().join("Node/a.json"),
+    )
+    .unwrap();
+    match w.recv_timeout(t) {
+        Some(WatchEvent::Error(c)) => {
+            assert_eq!((c.kind, c.name.as_str()), (Kind::Node, "a"));
+            assert!(c.path.ends_with("Node/a.json"), "{}", c.path);
+        }
+        other => panic!("expected an error for a, got {other:?}"),
+    }
+    // Reported once, and never as a deletion, however many polls see it.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(w.try_recv(), None);
+    // Put back at the revision it had: readable again is news, once.
+    fs::write(dir.path().join("Node/.a.tmp"), &good).unwrap();
+    fs::rename(
+        dir.path().join("Node/.a.tmp"),
+        dir.path().join("Node/a.json"),
+    )
+    .unwrap();
+    assert!(matches!(w.recv_timeout(t), Some(WatchEvent::Modified(r)) if r.data == json!(1)));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(w.try_recv(), None);
+    // A real change after the repair arrives as a change.
+    let a = s.get(Kind::Node, "a").unwrap();
+    s.update(Kind::Node, "a", &a.revision, json!(2)).unwrap();
+    assert!(matches!(w.recv_timeout(t), Some(WatchEvent::Modified(r)) if r.data == json!(2)));
+}
