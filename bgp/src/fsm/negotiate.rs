@@ -21,8 +21,8 @@ pub struct FsmConfig {
 
 impl FsmConfig {
     /// The capabilities Gingham advertises: IPv4 unicast (RFC 4760), route refresh (RFC 2918),
-    /// 4-octet AS (RFC 6793) and extended messages (RFC 8654). Graceful restart is not offered
-    /// because we do not yet keep forwarding state across restarts (RFC 4724 §3 would promise it).
+    /// 4-octet AS (RFC 6793) and extended messages (RFC 8654). Graceful restart (RFC 4724) is
+    /// added by the speaker when it is configured, since only it knows the restart state.
     pub fn default_capabilities(local_as: u32) -> Vec<Capability> {
         vec![
             Capability::Multiprotocol {

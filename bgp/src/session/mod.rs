@@ -368,23 +368,11 @@ impl Driver {
             let event = match decode_message(&rbuf[..len], &self.ctx) {
                 Ok(msg) => {
                     self.params.counters.count_in(msg.message_type());
-                    match msg {
-                        Message::Open(o) => Event::BgpOpen(o),
-                        Message::Update(u) => Event::UpdateMsg(u),
-                        Message::Notification(n) => Event::NotifMsg(n),
-                        Message::Keepalive => Event::KeepAliveMsg,
-                        Message::RouteRefresh(r) => Event::RouteRefreshMsg(r),
-                    }
+                    message_event(msg)
                 }
                 Err(e) => {
                     tracing::debug!(conn = self.params.conn, "decode error: {e}");
-                    match e {
-                        DecodeError::Header { .. } | DecodeError::RouteRefresh { .. } => {
-                            Event::BgpHeaderErr(e.notification())
-                        }
-                        DecodeError::Open { .. } => Event::BgpOpenMsgErr(e.notification()),
-                        DecodeError::Update { .. } => Event::UpdateMsgErr(e.notification()),
-                    }
+                    decode_error_event(e)
                 }
             };
             rbuf.advance(len);
@@ -460,6 +448,29 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+/// The FSM event a received message is (RFC 4271 §8.1.4).
+pub fn message_event(msg: Message) -> Event {
+    match msg {
+        Message::Open(o) => Event::BgpOpen(o),
+        Message::Update(u) => Event::UpdateMsg(u),
+        Message::Notification(n) => Event::NotifMsg(n),
+        Message::Keepalive => Event::KeepAliveMsg,
+        Message::RouteRefresh(r) => Event::RouteRefreshMsg(r),
+    }
+}
+
+/// The FSM event a message that does not decode is: the error class picks the event, the
+/// error itself the NOTIFICATION the FSM sends.
+pub fn decode_error_event(e: DecodeError) -> Event {
+    match e {
+        DecodeError::Header { .. } | DecodeError::RouteRefresh { .. } => {
+            Event::BgpHeaderErr(e.notification())
+        }
+        DecodeError::Open { .. } => Event::BgpOpenMsgErr(e.notification()),
+        DecodeError::Update { .. } => Event::UpdateMsgErr(e.notification()),
     }
 }
 

@@ -32,6 +32,7 @@ mod tests;
 pub use crate::rib::{RouteEvent, RouteSource, RouteView};
 pub use crate::session::MessageCounters;
 pub use crate::session::Security;
+pub use owner::encode_batch;
 pub use subscriber::{RouteBatch, Subscription};
 
 use crate::fsm::{DownReason, State};

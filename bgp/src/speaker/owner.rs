@@ -984,7 +984,7 @@ impl Owner {
 }
 
 /// Encodes a batch: withdrawals, then one run of UPDATEs per attribute set, then End-of-RIB.
-pub(super) fn encode_batch(
+pub fn encode_batch(
     batch: &OutBatch,
     ctx: &crate::wire::SessionContext,
 ) -> Result<Vec<Bytes>, crate::wire::EncodeError> {
