@@ -184,6 +184,93 @@ fn blackhole_host_route_and_delete() {
 }
 
 #[test]
+fn a_replace_never_takes_a_route_the_agent_did_not_make() {
+    let Some(ns) = node() else { return };
+    // Same prefix, same metric (0) as ours would have: a static via, a boot blackhole, and a
+    // route on a device that is not a pod's.
+    ip(
+        &ns,
+        &[
+            "route",
+            "add",
+            "10.9.0.0/24",
+            "via",
+            "172.18.0.1",
+            "proto",
+            "static",
+        ],
+    );
+    ip(&ns, &["route", "add", "blackhole", "10.9.1.0/24"]);
+    ip(
+        &ns,
+        &["route", "add", "10.9.2.7", "dev", "eth0", "scope", "link"],
+    );
+    // And one of ours, which a replace does move.
+    ip(
+        &ns,
+        &[
+            "route",
+            "add",
+            "10.9.3.0/24",
+            "via",
+            "172.18.0.7",
+            "proto",
+            "bird",
+        ],
+    );
+    let gw: std::net::Ipv4Addr = "172.18.0.9".parse().unwrap();
+    let results = ns
+        .run(move || async move {
+            let mut k = KernelRoutes::new().unwrap();
+            let ops = vec![
+                RouteOp::Replace(DesiredRoute::via(net("10.9.0.0/24"), gw)),
+                RouteOp::Replace(DesiredRoute::blackhole(net("10.9.1.0/24"))),
+                RouteOp::Replace(DesiredRoute::host("10.9.2.7".parse().unwrap(), CALI)),
+                RouteOp::Replace(DesiredRoute::via(net("10.9.3.0/24"), gw)),
+                RouteOp::Replace(DesiredRoute::via(net("10.9.4.0/24"), gw)),
+            ];
+            let single = k.replace_via(net("10.9.0.0/24"), gw).await;
+            (k.apply(&ops).await.unwrap(), single)
+        })
+        .unwrap();
+    let (results, single) = results;
+    let shown: Vec<String> = results
+        .iter()
+        .map(|r| r.as_ref().map_or("ok".into(), |e| e.to_string()))
+        .collect();
+    for (i, holder) in [
+        "via 172.18.0.1 dev eth0 proto static",
+        "proto boot",
+        "dev eth0",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            matches!(&results[i], Some(KernelError::NotOurs { holder: h, .. }) if h.contains(holder)),
+            "{shown:#?}"
+        );
+    }
+    assert!(results[3].is_none() && results[4].is_none(), "{shown:#?}");
+    let e = single.unwrap_err().to_string();
+    assert!(
+        e.contains("10.9.0.0/24 is held by a route the agent did not make"),
+        "{e}"
+    );
+    let all = routes(&ns);
+    let at = |dst: &str| -> Vec<&Value> { all.iter().filter(|r| r["dst"] == dst).collect() };
+    assert_eq!(at("10.9.0.0/24").len(), 1, "{all:?}");
+    assert_eq!(at("10.9.0.0/24")[0]["protocol"], "static");
+    assert_eq!(at("10.9.0.0/24")[0]["gateway"], "172.18.0.1");
+    // `ip -j` leaves out proto boot, the default.
+    assert!(at("10.9.1.0/24")[0]["protocol"].is_null(), "{all:?}");
+    assert_eq!(at("10.9.2.7")[0]["dev"], "eth0");
+    assert_eq!(at("10.9.3.0/24").len(), 1, "replaced in place: {all:?}");
+    assert_eq!(at("10.9.3.0/24")[0]["gateway"], "172.18.0.9");
+    assert_eq!(at("10.9.4.0/24")[0]["protocol"], "bird");
+}
+
+#[test]
 fn delete_leaves_same_prefix_of_another_protocol() {
     let Some(ns) = node() else { return };
     ip(

@@ -478,13 +478,16 @@ impl<K: Kernel> RoutingOwner<K> {
             Ok(results) => {
                 for (op, err) in ops.iter().zip(results) {
                     match err {
-                        Some(e) => {
-                            // The repair retries what the kernel refused.
-                            tracing::warn!("kernel: {e}");
-                            self.failed.insert(op.prefix());
+                        // The repair retries what the kernel refused; said once per prefix
+                        // until it succeeds, not at every retry.
+                        Some(e) if self.failed.insert(op.prefix()) => {
+                            tracing::warn!("kernel: {e}")
                         }
+                        Some(e) => tracing::debug!("kernel, still: {e}"),
                         None => {
-                            self.failed.remove(&op.prefix());
+                            if self.failed.remove(&op.prefix()) {
+                                tracing::info!("kernel: {} is written now", op.prefix());
+                            }
                         }
                     }
                 }

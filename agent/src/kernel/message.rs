@@ -110,6 +110,36 @@ pub struct ParsedRoute {
     pub metric: u32,
 }
 
+impl ParsedRoute {
+    /// The route as `ip route` would name it, for errors.
+    pub(crate) fn describe(&self, names: &HashMap<u32, String>) -> String {
+        let mut s = match self.kind {
+            RouteType::Unicast => self.prefix.to_string(),
+            kind => format!("{} {}", format!("{kind:?}").to_lowercase(), self.prefix),
+        };
+        if let Some(gw) = self.gateway {
+            s.push_str(&format!(" via {gw}"));
+        }
+        if let Some(dev) = self.oif.and_then(|i| names.get(&i)) {
+            s.push_str(&format!(" dev {dev}"));
+        }
+        s.push_str(&format!(" proto {}", protocol_name(self.protocol)));
+        s
+    }
+}
+
+/// `ip route`'s names for the common protocol numbers (rt_protos).
+fn protocol_name(p: u8) -> String {
+    match p {
+        2 => "kernel".into(),
+        3 => "boot".into(),
+        4 => "static".into(),
+        12 => "bird".into(),
+        186 => "bgp".into(),
+        n => n.to_string(),
+    }
+}
+
 /// Reads a dumped route; `None` for other families, other tables and malformed entries.
 pub(crate) fn parse(msg: &RouteMessage) -> Option<ParsedRoute> {
     if msg.header.address_family != AddressFamily::Inet {

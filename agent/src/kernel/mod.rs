@@ -269,6 +269,13 @@ pub enum KernelError {
         wanted: String,
         other: String,
     },
+    /// A replace found a route at the prefix that the agent did not make: it is left alone.
+    #[error("{prefix} is held by a route the agent did not make ({holder}); not replacing it with {wanted}")]
+    NotOurs {
+        prefix: Ipv4Net,
+        wanted: String,
+        holder: String,
+    },
     #[error("no interface named '{0}'")]
     NoSuchInterface(String),
     #[error("the netlink receive buffer overflowed: some replies were lost; re-read the table")]

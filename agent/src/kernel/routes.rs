@@ -69,7 +69,8 @@ impl KernelRoutes {
         })
     }
 
-    /// `<prefix> via <gateway> proto bird`, replacing whatever route sits at `prefix` in place.
+    /// `<prefix> via <gateway> proto bird`, replacing our route at `prefix` in place. A route
+    /// at `prefix` that the agent did not make stays, and this fails with `NotOurs`.
     pub async fn replace_via(
         &mut self,
         prefix: Ipv4Net,
@@ -79,7 +80,8 @@ impl KernelRoutes {
             .await
     }
 
-    /// `blackhole <prefix> proto bird` (replacing in place). The caller skips /32 blocks: a /32
+    /// `blackhole <prefix> proto bird` (replacing ours in place, never another's). The caller
+    /// skips /32 blocks: a /32
     /// blackhole would take the place of the pod's host route.
     pub async fn add_blackhole(&mut self, prefix: Ipv4Net) -> Result<(), KernelError> {
         self.one(RouteOp::Replace(DesiredRoute::blackhole(prefix)))
@@ -218,17 +220,84 @@ impl KernelRoutes {
                 }
             }
             let errnos = self.send_batch(batch).await?;
+            // A replace went out as an exclusive add; where a route was already there, it is
+            // replaced only if it is ours.
+            let taken: Vec<&DesiredRoute> = chunk
+                .iter()
+                .zip(&slots)
+                .filter_map(|(op, slot)| match (op, slot) {
+                    (RouteOp::Replace(r), Ok(i)) if errnos[*i] == Some(EEXIST) => Some(r),
+                    _ => None,
+                })
+                .collect();
+            let mut second = self.replace_ours(&taken, &ifindex).await?.into_iter();
             for (op, slot) in chunk.iter().zip(slots) {
                 results.push(match slot {
                     Err(KernelError::NoSuchInterface(_)) if matches!(op, RouteOp::Delete(_)) => {
                         None
                     }
                     Err(e) => Some(e),
+                    Ok(i) if matches!(op, RouteOp::Replace(_)) && errnos[i] == Some(EEXIST) => {
+                        second.next().flatten()
+                    }
                     Ok(i) => errnos[i].map(|errno| KernelError::netlink(describe(op), errno)),
                 });
             }
         }
         Ok(results)
+    }
+
+    /// Replaces the routes at the prefixes of `routes` that are ours, in place; a prefix held
+    /// by anyone else's route (another protocol, a metric-0 static route, a route on a device
+    /// that is not a pod's) is refused with [`KernelError::NotOurs`]. One dump answers for the
+    /// whole batch: this runs only when a replace met an existing route.
+    async fn replace_ours(
+        &mut self,
+        routes: &[&DesiredRoute],
+        ifindex: &HashMap<String, u32>,
+    ) -> Result<Vec<Option<KernelError>>, KernelError> {
+        if routes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: std::collections::HashSet<Ipv4Net> = routes.iter().map(|r| r.prefix).collect();
+        // NLM_F_REPLACE takes the first route of the prefix at metric 0: that is the one to judge.
+        let mut first: HashMap<Ipv4Net, ParsedRoute> = HashMap::new();
+        self.each_route(|r| {
+            if r.metric == 0 && wanted.contains(&r.prefix) {
+                first.entry(r.prefix).or_insert(r);
+            }
+        })
+        .await?;
+        let names = self.link_names().await?;
+        let mut verdicts: Vec<Option<KernelError>> = Vec::with_capacity(routes.len());
+        let mut batch = Vec::new();
+        let mut sent = Vec::new();
+        for r in routes {
+            match first.get(&r.prefix) {
+                Some(holder) if message::owned(holder, &names).is_none() => {
+                    verdicts.push(Some(KernelError::NotOurs {
+                        prefix: r.prefix,
+                        wanted: r.to_string(),
+                        holder: holder.describe(&names),
+                    }))
+                }
+                // Ours, or gone in between (then the replace creates it).
+                _ => match encode_replace(r, ifindex) {
+                    Ok(out) => {
+                        sent.push(verdicts.len());
+                        verdicts.push(None);
+                        batch.push(out);
+                    }
+                    Err(e) => verdicts.push(Some(e)),
+                },
+            }
+        }
+        let errnos = self.send_batch(batch).await?;
+        for (slot, errno) in sent.into_iter().zip(errnos) {
+            verdicts[slot] =
+                errno.map(|e| KernelError::netlink(format!("replace {}", routes[slot]), e));
+        }
+        Ok(verdicts)
     }
 
     async fn one(&mut self, op: RouteOp) -> Result<(), KernelError> {
@@ -448,10 +517,12 @@ fn encode(op: &RouteOp, ifindex: &HashMap<String, u32>) -> Result<Outgoing, Kern
             ),
             ok_errnos: &[],
         },
+        // First as an exclusive add: a replace must never take a route that is not ours, and
+        // NLM_F_REPLACE does not look at the protocol. `apply` finishes the EEXIST cases.
         RouteOp::Replace(r) => Outgoing {
             message: request(
                 RouteNetlinkMessage::NewRoute(message::new_route(r, ifindex)?),
-                NLM_F_CREATE | NLM_F_REPLACE,
+                NLM_F_CREATE | NLM_F_EXCL,
             ),
             ok_errnos: &[],
         },
@@ -469,6 +540,20 @@ fn encode(op: &RouteOp, ifindex: &HashMap<String, u32>) -> Result<Outgoing, Kern
             ),
             ok_errnos: &[ESRCH, ENOENT],
         },
+    })
+}
+
+/// The in-place replace of a route already judged ours.
+fn encode_replace(
+    r: &DesiredRoute,
+    ifindex: &HashMap<String, u32>,
+) -> Result<Outgoing, KernelError> {
+    Ok(Outgoing {
+        message: request(
+            RouteNetlinkMessage::NewRoute(message::new_route(r, ifindex)?),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        ),
+        ok_errnos: &[],
     })
 }
 
