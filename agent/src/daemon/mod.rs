@@ -272,6 +272,7 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
         );
     }
     tasks.spawn("housekeeping", housekeeping(agent.clone(), registry));
+    tasks.spawn("link watch", link_watch(agent.routing.clone()));
     {
         let speaker = speaker.clone();
         tasks.spawn("speaker", async move {
@@ -386,6 +387,22 @@ fn report_md5(last: &mut Option<[u64; 3]>) {
 
 /// Heartbeats in the registry, and release of empty blocks after their grace period. Datastore
 /// errors are logged and retried: they must not stop the node's forwarding.
+/// Forwards "this interface came up" to the routing owner. Without the netlink group the
+/// periodic repair still puts routes back, later: a warning, not a reason to stop.
+async fn link_watch(routing: RoutingHandle) -> Result<(), AgentError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    if let Err(e) = crate::kernel::watch_links_up(tx) {
+        tracing::warn!(
+            "not watching links ({e}): routes lost to a link flap come back at the next repair"
+        );
+        return std::future::pending().await;
+    }
+    while let Some(ifname) = rx.recv().await {
+        routing.link_up(ifname).await?;
+    }
+    std::future::pending().await
+}
+
 async fn housekeeping(agent: Arc<Agent>, registry: NodeRegistry) -> Result<(), AgentError> {
     let mut md5 = md5_counters();
     // Logged when it changes, not every beat: a bad record is one line, and so is its repair.

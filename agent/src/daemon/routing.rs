@@ -76,6 +76,8 @@ pub enum RoutingMsg {
         reply: oneshot::Sender<Result<(), KernelError>>,
     },
     View(oneshot::Sender<RoutingView>),
+    /// An interface came up: the kernel dropped our routes through it when it went down.
+    LinkUp(String),
 }
 
 /// What the owner can say about the kernel, for `routectl` and metrics.
@@ -163,6 +165,11 @@ impl RoutingHandle {
         })
         .await?;
         Ok(rx.await.map_err(|_| AgentError::OwnerStopped)??)
+    }
+
+    /// Tells the owner an interface came up (see [`RoutingMsg::LinkUp`]).
+    pub async fn link_up(&self, ifname: String) -> Result<(), AgentError> {
+        self.send(RoutingMsg::LinkUp(ifname)).await
     }
 
     pub async fn view(&self) -> Result<RoutingView, AgentError> {
@@ -359,6 +366,14 @@ impl<K: Kernel> RoutingOwner<K> {
             }
             RoutingMsg::View(reply) => {
                 let _ = reply.send(self.view());
+            }
+            // Repair now rather than at the next period. Before the first sweep there is
+            // nothing to do: that reconcile is still to come.
+            RoutingMsg::LinkUp(ifname) => {
+                if matches!(self.sweep, Sweep::Done) {
+                    tracing::info!("link {ifname} is up: repairing the kernel's routes now");
+                    self.next_repair = Instant::now();
+                }
             }
         }
         Ok(())

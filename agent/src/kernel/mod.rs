@@ -18,8 +18,11 @@
 //! batch has been queued before it; errors are matched back to their route by sequence number.
 //! One `sendto` and one wake-up per batch instead of one round trip per route.
 
+mod links;
 mod message;
 mod routes;
+
+pub use links::watch_links_up;
 
 pub use message::ParsedRoute;
 

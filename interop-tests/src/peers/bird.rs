@@ -100,6 +100,11 @@ impl Bird {
         &self.dir
     }
 
+    /// Sends `signal` to BIRD (SIGSTOP to make a peer go silent, SIGCONT to wake it).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        self.daemon.signal(signal);
+    }
+
     fn reconfigure(&self) -> Result<()> {
         std::fs::write(&self.conf, render(&self.cfg, &self.announced))?;
         let out = self.birdc(&["configure"])?;
