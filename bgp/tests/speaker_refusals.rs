@@ -14,14 +14,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-async fn connect_from(src: Ipv4Addr, dst: &Node) -> TcpStream {
-    let s = TcpSocket::new_v4().unwrap();
-    s.bind(SocketAddr::new(src.into(), 0)).unwrap();
-    s.connect(SocketAddr::new(dst.ip.into(), dst.port))
-        .await
-        .unwrap()
-}
-
 async fn send(stream: &mut TcpStream, msg: Message) {
     let mut b = BytesMut::new();
     encode_message(&msg, &SessionContext::default(), &mut b).unwrap();

@@ -312,6 +312,11 @@ impl Rib {
             return events;
         }
         let accepted = self.import_allowed(&info, &attrs);
+        let local_addr = self
+            .peers
+            .get(&address)
+            .and_then(|p| p.out.as_ref())
+            .map(|o| o.local_addr);
         let shared = self.interner.intern(attrs.clone());
         for (prefix, mp_next_hop) in announced {
             let attrs = match mp_next_hop {
@@ -324,7 +329,12 @@ impl Rib {
             let Some(peer) = self.peers.get_mut(&address) else {
                 break;
             };
-            if accepted {
+            // RFC 4271 §6.3: a route whose NEXT_HOP is this speaker, or whose prefix is
+            // semantically wrong (multicast or reserved space), is ignored, not an error.
+            let next_hop = attrs.next_hop;
+            let sane = next_hop.is_none_or(|nh| Some(nh) != local_addr && nh != self.router_id)
+                && prefix.addr().octets()[0] < 224;
+            if accepted && sane {
                 peer.rejected.remove(&prefix);
                 let path = Path {
                     source,

@@ -9,6 +9,7 @@ use bgp::{
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Generous: the machine is shared and noisy; nothing here measures speed.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -116,6 +117,15 @@ impl Node {
     pub async fn wait_established(&self, other: &Node) {
         wait_until(|| async { self.peer_state(other).await == Some(State::Established) }).await;
     }
+}
+
+/// A TCP connection to `dst` from `src`, as a hand-written peer at `src` would open it.
+pub async fn connect_from(src: Ipv4Addr, dst: &Node) -> TcpStream {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(SocketAddr::new(src.into(), 0)).unwrap();
+    s.connect(SocketAddr::new(dst.ip.into(), dst.port))
+        .await
+        .unwrap()
 }
 
 /// Polls `cond` until it holds; fails the test after [`WAIT`].
