@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::resources::{self, NodeRecord, TypedWatch, Versioned};
+use crate::resources::{self, NodeLease, NodeRecord, TypedWatch, Versioned};
 use crate::store::Store;
 use crate::store::StoreError;
 
@@ -27,33 +27,78 @@ impl NodeRegistry {
         self.modify(&node.name, |_| Some(node.clone()))
     }
 
-    /// Sets `last_heartbeat`; `NotFound` if the node is not registered.
+    /// Renews the node's lease (its `last_heartbeat`); `NotFound` if the node is not
+    /// registered. The lease is a record of its own, so a heartbeat does not touch the Node
+    /// record every agent of the mesh watches.
     pub fn heartbeat(&self, name: &str, now_secs: u64) -> Result<(), StoreError> {
-        let mut found = false;
-        self.modify(name, |cur| {
-            let mut rec = cur?.clone();
-            found = true;
-            rec.last_heartbeat = now_secs;
-            Some(rec)
-        })?;
-        if found {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound {
+        if resources::get::<NodeRecord>(&*self.store, name)?.is_none() {
+            return Err(StoreError::NotFound {
                 kind: crate::store::Kind::Node,
                 name: name.to_string(),
-            })
+            });
         }
+        let lease = NodeLease {
+            node: name.to_string(),
+            renew_time: now_secs,
+        };
+        for _ in 0..RETRIES {
+            let res = match resources::get::<NodeLease>(&*self.store, name)? {
+                None => resources::create(&*self.store, name, lease.clone()).map(|_| ()),
+                Some(v) => resources::update(
+                    &*self.store,
+                    Versioned {
+                        value: lease.clone(),
+                        ..v
+                    },
+                )
+                .map(|_| ()),
+            };
+            match res {
+                Ok(()) => return Ok(()),
+                Err(
+                    StoreError::Conflict { .. }
+                    | StoreError::AlreadyExists { .. }
+                    | StoreError::NotFound { .. },
+                ) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the lease of node {name} kept changing while being renewed"
+        )))
     }
 
+    /// The node, with its lease's time as `last_heartbeat`.
     pub fn get(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
-        Ok(resources::get::<NodeRecord>(&*self.store, name)?.map(|v| v.value))
+        let Some(mut rec) = resources::get::<NodeRecord>(&*self.store, name)?.map(|v| v.value)
+        else {
+            return Ok(None);
+        };
+        if let Some(l) = resources::get::<NodeLease>(&*self.store, name)? {
+            rec.last_heartbeat = rec.last_heartbeat.max(l.value.renew_time);
+        }
+        Ok(Some(rec))
     }
 
-    /// Every readable node, sorted by name (unreadable records are logged and skipped).
+    /// Every readable node, sorted by name, with its lease's time as `last_heartbeat`
+    /// (unreadable records are logged and skipped).
     pub fn list(&self) -> Result<Vec<NodeRecord>, StoreError> {
         let (nodes, _) = resources::list::<NodeRecord>(&*self.store)?;
-        Ok(nodes.into_iter().map(|v| v.value).collect())
+        let (leases, _) = resources::list::<NodeLease>(&*self.store)?;
+        let renewed: std::collections::HashMap<String, u64> = leases
+            .into_iter()
+            .map(|l| (l.value.node, l.value.renew_time))
+            .collect();
+        Ok(nodes
+            .into_iter()
+            .map(|v| {
+                let mut rec = v.value;
+                if let Some(t) = renewed.get(&rec.name) {
+                    rec.last_heartbeat = rec.last_heartbeat.max(*t);
+                }
+                rec
+            })
+            .collect())
     }
 
     /// Removes the node's record; true if there was one. This does not free its addresses:
@@ -64,7 +109,10 @@ impl NodeRegistry {
                 return Ok(false);
             };
             match resources::delete(&*self.store, &cur) {
-                Ok(()) => return Ok(true),
+                Ok(()) => {
+                    self.remove_lease(name)?;
+                    return Ok(true);
+                }
                 Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
             }
@@ -72,6 +120,20 @@ impl NodeRegistry {
         Err(StoreError::Unavailable(format!(
             "node {name} kept changing while being removed"
         )))
+    }
+
+    fn remove_lease(&self, name: &str) -> Result<(), StoreError> {
+        for _ in 0..RETRIES {
+            let Some(cur) = resources::get::<NodeLease>(&*self.store, name)? else {
+                return Ok(());
+            };
+            match resources::delete(&*self.store, &cur) {
+                Ok(()) | Err(StoreError::NotFound { .. }) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// The registered nodes, then every change.
@@ -139,6 +201,12 @@ mod tests {
         assert_eq!(nodes.len(), 2);
         assert_eq!(nodes[0].address.octets()[3], 9);
         assert_eq!(nodes[0].last_heartbeat, 1234);
+        assert_eq!(reg.get("a").unwrap().unwrap().last_heartbeat, 1234);
+        // The heartbeat is in the lease, not in the Node record the mesh watches.
+        let raw = resources::get::<NodeRecord>(&*reg.store, "a")
+            .unwrap()
+            .unwrap();
+        assert_eq!(raw.value.last_heartbeat, 0);
         assert!(matches!(
             reg.heartbeat("zz", 1),
             Err(StoreError::NotFound { .. })
@@ -161,5 +229,9 @@ mod tests {
         reg.remove("a").unwrap();
         assert!(matches!(w.recv_timeout(t), Some(TypedEvent::Added(v)) if v.value.name == "b"));
         assert_eq!(w.recv_timeout(t), Some(TypedEvent::Deleted("a".into())));
+        // A heartbeat renews the lease and leaves the Node record (and its watchers) alone.
+        reg.heartbeat("b", 99).unwrap();
+        assert_eq!(w.recv_timeout(t), None);
+        assert_eq!(reg.get("b").unwrap().unwrap().last_heartbeat, 99);
     }
 }

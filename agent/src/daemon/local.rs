@@ -3,9 +3,12 @@
 //!
 //! It runs when asked (after an assignment or a release, so a new block is announced before
 //! the pod's first packet needs the return route) and on a timer that catches changes made by
-//! others (another node releasing an address we borrowed from its block). Reading IPAM is
-//! blocking work and may be slow; doing it here keeps the routing owner free for the kernel.
-//! One task does all reads, so the owner never gets an older snapshot after a newer one.
+//! others (a repair run elsewhere). The timer reads only this node's affinities; borrowed
+//! addresses, which take a read of every block in the pool, are read when asked and every
+//! [`BORROWED_EVERY`], so an idle mesh of 250 nodes does not read 250 blocks per node every
+//! few seconds. Reading IPAM is blocking work and may be slow; doing it here keeps the routing
+//! owner free for the kernel. One task does all reads, so the owner never gets an older
+//! snapshot after a newer one.
 
 use super::error::AgentError;
 use super::routing::RoutingHandle;
@@ -13,8 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// How often IPAM is read when nobody asks.
-pub const POLL_EVERY: Duration = Duration::from_secs(2);
+/// How often this node's blocks are read when nobody asks.
+pub const POLL_EVERY: Duration = Duration::from_secs(30);
+/// How often the addresses this node borrowed are read when nobody asks: only another node's
+/// repair or removal changes them behind our back.
+pub const BORROWED_EVERY: Duration = Duration::from_secs(600);
 
 /// Asks the local task to read IPAM now.
 #[derive(Debug, Clone)]
@@ -59,6 +65,7 @@ pub async fn run(
     every: Duration,
 ) -> Result<(), AgentError> {
     let mut failing = false;
+    let mut borrowed: Option<(Vec<std::net::Ipv4Addr>, std::time::Instant)> = None;
     loop {
         let mut waiting = Vec::new();
         tokio::select! {
@@ -73,19 +80,31 @@ pub async fn run(
             waiting.push(done);
         }
         let (ipam, n) = (ipam.clone(), node.clone());
+        // Asked for: something changed here, so read it all. On the timer, the borrowed
+        // addresses only when they are due.
+        let known = borrowed
+            .as_ref()
+            .filter(|(_, at)| waiting.is_empty() && at.elapsed() < BORROWED_EVERY)
+            .map(|(b, _)| b.clone());
         let read = tokio::task::spawn_blocking(move || {
             let blocks = ipam.node_blocks(&n)?;
-            let borrowed = ipam.borrowed(&n)?;
-            Ok::<_, ipam::IpamError>((blocks, borrowed))
+            let fresh = match known {
+                Some(b) => (b, false),
+                None => (ipam.borrowed(&n)?, true),
+            };
+            Ok::<_, ipam::IpamError>((blocks, fresh))
         })
         .await?;
         match read {
-            Ok((blocks, borrowed)) => {
+            Ok((blocks, (lent, fresh))) => {
                 if failing {
                     tracing::info!("IPAM: this node's blocks can be read again");
                     failing = false;
                 }
-                routing.set_local(blocks, borrowed).await?;
+                if fresh {
+                    borrowed = Some((lent.clone(), std::time::Instant::now()));
+                }
+                routing.set_local(blocks, lent).await?;
             }
             // Keep what was announced: a datastore that does not answer must not take the
             // node's routes away. Said once per outage, not once per poll.

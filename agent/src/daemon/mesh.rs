@@ -52,7 +52,9 @@ pub async fn run(
     speaker: SpeakerHandle,
     cfg: MeshConfig,
     unreadable_tx: tokio::sync::watch::Sender<BTreeSet<String>>,
+    register: Option<impl std::future::Future<Output = Result<(), AgentError>>>,
 ) -> Result<(), AgentError> {
+    let mut register = register.map(Box::pin);
     let (node, me, explicit) = (cfg.node.clone(), cfg.me, cfg.explicit.clone());
     // The registry watch is blocking (std channel): a thread forwards its events.
     let (tx, mut rx) = mpsc::channel::<TypedEvent<NodeRecord>>(256);
@@ -143,7 +145,13 @@ pub async fn run(
                     }
                 }
             }
-            TypedEvent::Synced => tracing::debug!("mesh: registry synced, {} peers", peers.len()),
+            TypedEvent::Synced => {
+                tracing::debug!("mesh: registry synced, {} peers", peers.len());
+                // Every node already there is a peer now: time to be seen.
+                if let Some(r) = register.take() {
+                    r.await?;
+                }
+            }
             // An unreadable Node is not a node that left: its peer stays as we last knew it.
             TypedEvent::Error(c) => match peers.get(&c.name) {
                 Some(old) => tracing::warn!(

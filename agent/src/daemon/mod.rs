@@ -118,15 +118,6 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
         asn: cfg.asn,
         last_heartbeat: now_secs(),
     };
-    {
-        let registry = registry.clone();
-        tokio::task::spawn_blocking(move || registry.register(&record))
-            .await?
-            .map_err(|source| AgentError::Register {
-                node: cfg.node.clone(),
-                source,
-            })?;
-    }
     // The pods recorded on this node: the routing owner keeps their host routes.
     let endpoints = {
         let (store, node) = (store.clone(), cfg.node.clone());
@@ -252,7 +243,13 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
             local::POLL_EVERY,
         ),
     );
+    if !cfg.mesh {
+        registration(registry.clone(), record.clone()).await?;
+    }
     if cfg.mesh {
+        // The mesh task registers this node once it knows (and so accepts) every node already
+        // there: a node that saw us earlier would connect, be refused as unknown, and wait a
+        // whole connect retry.
         tasks.spawn(
             "mesh",
             mesh::run(
@@ -268,6 +265,7 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
                     explicit,
                 },
                 unreadable_tx,
+                Some(registration(registry.clone(), record)),
             ),
         );
     }
@@ -385,8 +383,15 @@ fn report_md5(last: &mut Option<[u64; 3]>) {
     *last = Some(now);
 }
 
-/// Heartbeats in the registry, and release of empty blocks after their grace period. Datastore
-/// errors are logged and retried: they must not stop the node's forwarding.
+/// Writes this node's record into the registry; a future, so the caller runs it when it is
+/// ready to be seen.
+async fn registration(registry: NodeRegistry, record: NodeRecord) -> Result<(), AgentError> {
+    let node = record.name.clone();
+    tokio::task::spawn_blocking(move || registry.register(&record))
+        .await?
+        .map_err(|source| AgentError::Register { node, source })
+}
+
 /// Forwards "this interface came up" to the routing owner. Without the netlink group the
 /// periodic repair still puts routes back, later: a warning, not a reason to stop.
 async fn link_watch(routing: RoutingHandle) -> Result<(), AgentError> {
@@ -403,6 +408,8 @@ async fn link_watch(routing: RoutingHandle) -> Result<(), AgentError> {
     std::future::pending().await
 }
 
+/// Heartbeats in the registry, and release of empty blocks after their grace period. Datastore
+/// errors are logged and retried: they must not stop the node's forwarding.
 async fn housekeeping(agent: Arc<Agent>, registry: NodeRegistry) -> Result<(), AgentError> {
     let mut md5 = md5_counters();
     // Logged when it changes, not every beat: a bad record is one line, and so is its repair.

@@ -13,7 +13,9 @@ pub struct NodeRecord {
     pub name: String,
     pub address: Ipv4Addr,
     pub asn: u32,
-    /// Unix seconds of the last heartbeat.
+    /// Unix seconds of the last heartbeat: what the node's lease says when read through the
+    /// registry (records written before leases existed carry it themselves).
+    #[serde(default)]
     pub last_heartbeat: u64,
 }
 
@@ -22,6 +24,27 @@ impl Resource for NodeRecord {
 
     fn validate(&self) -> Result<(), String> {
         if self.name.is_empty() {
+            return Err("empty node name".into());
+        }
+        Ok(())
+    }
+}
+
+/// A node's heartbeat: renewed by its agent, read by `routectl node list` and by whoever
+/// decides that a node stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLease {
+    pub node: String,
+    /// Unix seconds of the last renewal.
+    pub renew_time: u64,
+}
+
+impl Resource for NodeLease {
+    const KIND: Kind = Kind::NodeLease;
+
+    fn validate(&self) -> Result<(), String> {
+        if self.node.is_empty() {
             return Err("empty node name".into());
         }
         Ok(())

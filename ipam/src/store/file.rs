@@ -15,9 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::file_lock::DirLock;
 use super::StoreError;
-use super::{names, poll_watch, CorruptRecord, Kind, Listing, Record, Revision, Store, Watch};
-
-const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+use super::{file_watch, names, CorruptRecord, Kind, Listing, Record, Revision, Store, Watch};
 
 pub struct FileStore {
     dir: PathBuf,
@@ -115,41 +113,60 @@ impl FileStore {
         std::mem::forget(staged);
         sync_dir(path.parent().unwrap_or(&self.dir))
     }
+}
 
-    /// Reads the records of one kind whose file name starts with `prefix` (escaped).
-    fn list_dir(dir: &Path, kind: Kind, prefix: &str) -> Result<Listing, StoreError> {
-        let mut listing = Listing::default();
-        let entries = fs::read_dir(dir).map_err(|e| StoreError::io("cannot list", dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| StoreError::io("cannot list", dir, e))?;
-            let fname = entry.file_name();
-            let Some(fname) = fname.to_str() else {
-                continue;
-            };
-            // Hidden files are temporaries of writes in progress (or left by a crash).
-            if fname.starts_with('.') || !fname.ends_with(".json") || !fname.starts_with(prefix) {
-                continue;
-            }
-            match read_record(&entry.path(), kind) {
-                Ok(Some(rec)) => listing.records.push(rec),
-                Ok(None) => {} // deleted since the directory was read
-                Err(StoreError::Corrupt { path, reason }) => {
-                    tracing::warn!(%path, %reason, "skipping unreadable record");
-                    let stem = &fname[..fname.len() - ".json".len()];
-                    // A file no name escapes to is still reported, under its file name.
-                    let name = names::unescape(stem).unwrap_or_else(|| stem.to_string());
-                    listing.errors.push(CorruptRecord {
-                        kind,
-                        name,
-                        path,
-                        reason,
-                    });
-                }
-                Err(e) => return Err(e),
-            }
+/// Reads the records of one kind whose file name starts with `prefix` (escaped).
+pub(super) fn list_dir(dir: &Path, kind: Kind, prefix: &str) -> Result<Listing, StoreError> {
+    let mut listing = Listing::default();
+    let entries = fs::read_dir(dir).map_err(|e| StoreError::io("cannot list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io("cannot list", dir, e))?;
+        let fname = entry.file_name();
+        let Some(fname) = fname.to_str() else {
+            continue;
+        };
+        // Hidden files are temporaries of writes in progress (or left by a crash).
+        if fname.starts_with('.') || !fname.ends_with(".json") || !fname.starts_with(prefix) {
+            continue;
         }
-        listing.records.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(listing)
+        match read_record(&entry.path(), kind) {
+            Ok(Some(rec)) => listing.records.push(rec),
+            Ok(None) => {} // deleted since the directory was read
+            Err(StoreError::Corrupt { path, reason }) => {
+                tracing::warn!(%path, %reason, "skipping unreadable record");
+                let stem = &fname[..fname.len() - ".json".len()];
+                // A file no name escapes to is still reported, under its file name.
+                let name = names::unescape(stem).unwrap_or_else(|| stem.to_string());
+                listing.errors.push(CorruptRecord {
+                    kind,
+                    name,
+                    path,
+                    reason,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    listing.records.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(listing)
+}
+
+/// One record file as a watch reads it: there, gone, or unreadable (as that record's error);
+/// `Err` only when the file cannot be read at all for another reason.
+pub(super) fn read_one(
+    path: &Path,
+    kind: Kind,
+    name: &str,
+) -> Result<Result<Option<Record>, CorruptRecord>, StoreError> {
+    match read_record(path, kind) {
+        Ok(r) => Ok(Ok(r)),
+        Err(StoreError::Corrupt { path, reason }) => Ok(Err(CorruptRecord {
+            kind,
+            name: name.to_string(),
+            path,
+            reason,
+        })),
+        Err(e) => Err(e),
     }
 }
 
@@ -230,7 +247,7 @@ impl Store for FileStore {
     }
 
     fn list(&self, kind: Kind) -> Result<Listing, StoreError> {
-        Self::list_dir(&self.dir.join(kind.as_str()), kind, "")
+        list_dir(&self.dir.join(kind.as_str()), kind, "")
     }
 
     fn list_prefix(&self, kind: Kind, prefix: &str) -> Result<Listing, StoreError> {
@@ -241,7 +258,7 @@ impl Store for FileStore {
         } else {
             names::escape(prefix)?
         };
-        let mut listing = Self::list_dir(&self.dir.join(kind.as_str()), kind, &escaped)?;
+        let mut listing = list_dir(&self.dir.join(kind.as_str()), kind, &escaped)?;
         listing.records.retain(|r| r.name.starts_with(prefix));
         Ok(listing)
     }
@@ -332,26 +349,7 @@ impl Store for FileStore {
     }
 
     fn watch(&self, kind: Kind) -> Result<Watch, StoreError> {
-        let dir = self.dir.join(kind.as_str());
-        let mut last: Option<SystemTime> = None;
-        poll_watch::spawn(kind, WATCH_INTERVAL, move || {
-            // Every write renames into the directory, which moves its mtime, so an unchanged
-            // mtime means nothing changed, and an idle watch (250 agents in the lab each
-            // watching the nodes) costs a stat, not a read of every record. The clock behind
-            // mtime is coarse, so two writes in one tick could share an mtime: a directory
-            // changed in the last second is listed regardless.
-            let mtime = fs::metadata(&dir)
-                .and_then(|m| m.modified())
-                .map_err(|e| StoreError::io("cannot stat", &dir, e))?;
-            let recent = SystemTime::now()
-                .duration_since(mtime)
-                .map_or(true, |age| age < Duration::from_secs(1));
-            if last == Some(mtime) && !recent {
-                return Ok(None);
-            }
-            last = Some(mtime);
-            Self::list_dir(&dir, kind, "").map(Some)
-        })
+        file_watch::spawn(kind, self.dir.join(kind.as_str()))
     }
 }
 

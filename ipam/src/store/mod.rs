@@ -9,9 +9,10 @@
 mod error;
 mod file;
 mod file_lock;
+mod file_watch;
 mod memory;
 mod names;
-mod poll_watch;
+mod watch_state;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,10 +37,13 @@ pub enum Kind {
     Node,
     /// A pod on a node, recorded by that node's agent (Calico's WorkloadEndpoint).
     WorkloadEndpoint,
+    /// A node's heartbeat, apart from its Node record (as Kubernetes keeps node Leases apart
+    /// from Nodes): renewing it every few seconds must not wake every watcher of the mesh.
+    NodeLease,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::IPPool,
         Kind::IPAMBlock,
         Kind::BlockAffinity,
@@ -47,6 +51,7 @@ impl Kind {
         Kind::IPAMConfig,
         Kind::Node,
         Kind::WorkloadEndpoint,
+        Kind::NodeLease,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +63,7 @@ impl Kind {
             Kind::IPAMConfig => "IPAMConfig",
             Kind::Node => "Node",
             Kind::WorkloadEndpoint => "WorkloadEndpoint",
+            Kind::NodeLease => "NodeLease",
         }
     }
 }
