@@ -252,7 +252,8 @@ mod tests {
         let a = f.handle(TcpConnectionFails);
         assert_eq!(f.state(), PeerState::Active);
         let first = retry_delay(&a).unwrap();
-        assert!(first >= Duration::from_millis(3750) && first <= Duration::from_secs(5));
+        // The first retry of a peer never reached is quick (nodes starting together).
+        assert!(first >= Duration::from_millis(375) && first <= Duration::from_millis(500));
         assert_eq!(f.connect_retry_counter(), 1);
         assert_eq!(
             f.handle(ConnectRetryTimerExpires),

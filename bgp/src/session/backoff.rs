@@ -1,14 +1,19 @@
 //! Connect-retry backoff: how long to wait before the next outgoing connection attempt.
 //!
 //! RFC 4271 §8 only fixes a ConnectRetryTimer (120 s suggested); with a full mesh restarting
-//! together that is both too slow for the first retry and too synchronised. We start at the
-//! configured interval, double on every failure up to a cap, and apply the jitter of RFC 4271
-//! §10 (a random factor between 0.75 and 1.0) so peers do not retry in lock-step.
+//! together that is both too slow for the first retry and too synchronised. Nodes that start
+//! together refuse each other for a moment (each learns of the other from the registry a few
+//! milliseconds apart), so the first retry of a peer never yet reached comes quickly: half a
+//! second, or the configured interval if that is shorter. After a session ends, retries start
+//! at the configured interval. Every failure doubles the wait up to a cap, and the jitter of
+//! RFC 4271 §10 (a random factor between 0.75 and 1.0) keeps peers from retrying in lock-step.
 
 use std::time::Duration;
 
 /// Upper bound of the retry interval.
 pub const MAX_CONNECT_RETRY: Duration = Duration::from_secs(60);
+/// The first retry's interval.
+pub const FIRST_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -26,7 +31,7 @@ impl Backoff {
             | 1;
         Backoff {
             base,
-            current: base,
+            current: base.min(FIRST_RETRY),
             seed,
         }
     }
@@ -38,7 +43,8 @@ impl Backoff {
         delay
     }
 
-    /// Back to the base interval (after a session reached Established).
+    /// Back to the configured interval (after a session reached Established): a session that
+    /// ends is not the start-up race, and a peer that keeps closing must not be hammered.
     pub fn reset(&mut self) {
         self.current = self.base;
     }
@@ -61,12 +67,12 @@ mod tests {
         let mut b = Backoff::new(Duration::from_secs(5));
         let d1 = b.next_delay();
         assert!(
-            d1 >= Duration::from_millis(3750) && d1 <= Duration::from_secs(5),
+            d1 >= Duration::from_millis(375) && d1 <= Duration::from_millis(500),
             "{d1:?}"
         );
         let d2 = b.next_delay();
         assert!(
-            d2 >= Duration::from_millis(7500) && d2 <= Duration::from_secs(10),
+            d2 >= Duration::from_millis(750) && d2 <= Duration::from_secs(1),
             "{d2:?}"
         );
         for _ in 0..10 {
@@ -74,6 +80,14 @@ mod tests {
         }
         assert!(b.next_delay() >= MAX_CONNECT_RETRY.mul_f64(0.75));
         b.reset();
-        assert!(b.next_delay() <= Duration::from_secs(5));
+        let d = b.next_delay();
+        assert!(
+            d >= Duration::from_millis(3750) && d <= Duration::from_secs(5),
+            "{d:?}"
+        );
+        // A configured interval shorter than the first retry is kept.
+        assert!(
+            Backoff::new(Duration::from_millis(100)).next_delay() <= Duration::from_millis(100)
+        );
     }
 }
