@@ -66,9 +66,45 @@ pub fn lab_agent(name: &str, ip: Ipv4Addr, st: &LabState, node_dir: &Path) -> Ag
     }
 }
 
-/// Creates node `name` (namespace, veth to the bridge, address, default route), starts its
-/// agent with `spec`, and records it. On failure nothing of the node is left behind.
-pub fn create(dir: &Path, st: &mut LabState, name: &str, spec: Option<AgentSpec>) -> Result<()> {
+/// The MAC of the node at `ip`, Docker's way (02:42 and the IPv4 address): the lab knows every
+/// node's MAC, so it can write every neighbour entry itself.
+pub fn mac(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+/// The underlay gateway (the bridge's own address), which every node's default route uses.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 1);
+
+/// Writes permanent neighbour entries for `others` (and the gateway) into `node`'s namespace,
+/// in one `ip -batch`. The kernel's ARP table is shared by every namespace (gc_thresh3, 1,024
+/// entries by default) and a full mesh of N nodes needs N×(N-1) entries; permanent entries are
+/// exempt from that limit and need no ARP at all, so a 250-node lab runs on a stock kernel.
+pub fn write_neighbours(node: &NodeState, others: &[&NodeState]) -> Result<()> {
+    let mut batch = format!(
+        "neigh replace {GATEWAY} lladdr {} dev eth0 nud permanent\n",
+        mac(GATEWAY)
+    );
+    for o in others.iter().filter(|o| o.name != node.name) {
+        batch.push_str(&format!(
+            "neigh replace {} lladdr {} dev eth0 nud permanent\n",
+            o.ip,
+            mac(o.ip)
+        ));
+    }
+    sys::ip_batch(&node.netns, &batch)
+}
+
+/// Creates node `name` (namespace, veth to the bridge, address, default route) and records
+/// it; with `start`, starts its agent with `spec` too (`up` starts them once every node's
+/// neighbours are written). On failure nothing of the node is left behind.
+pub fn create(
+    dir: &Path,
+    st: &mut LabState,
+    name: &str,
+    spec: Option<AgentSpec>,
+    start: bool,
+) -> Result<()> {
     let index = st.next_node;
     let ip = address(index)?;
     let netns = netns_name(&st.prefix, name);
@@ -84,7 +120,18 @@ pub fn create(dir: &Path, st: &mut LabState, name: &str, spec: Option<AgentSpec>
         // The veth is made in the node namespace and its other end moved to the bridge namespace.
         sys::ip(
             &netns,
-            &["link", "add", "eth0", "type", "veth", "peer", "name", &port],
+            &[
+                "link",
+                "add",
+                "eth0",
+                "address",
+                &mac(ip),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+            ],
         )?;
         sys::ip(&netns, &["link", "set", &port, "netns", &st.underlay_netns])?;
         sys::ip(
@@ -94,7 +141,11 @@ pub fn create(dir: &Path, st: &mut LabState, name: &str, spec: Option<AgentSpec>
         sys::ip(&netns, &["addr", "add", &format!("{ip}/16"), "dev", "eth0"])?;
         sys::ip(&netns, &["link", "set", "eth0", "up"])?;
         sys::ip(&netns, &["route", "add", "default", "via", "172.18.0.1"])?;
-        start_agent(&netns, &node_dir.join("agent.log"), &spec)
+        if start {
+            start_agent(&netns, &node_dir.join("agent.log"), &spec)
+        } else {
+            Ok(0)
+        }
     })();
     let pid = match built {
         Ok(pid) => pid,

@@ -30,6 +30,31 @@ pub fn ip(ns: &str, args: &[&str]) -> Result<String> {
     run(&full)
 }
 
+/// `ip -n <ns> -batch -` with `commands` (one per line) on stdin: one process for many changes.
+pub fn ip_batch(ns: &str, commands: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["-n", ns, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running ip -batch")?;
+    child
+        .stdin
+        .take()
+        .context("ip -batch stdin")?
+        .write_all(commands.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "`ip -n {ns} -batch` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 pub fn netns_exists(name: &str) -> bool {
     agent::netns::exists(name)
 }
@@ -43,6 +68,50 @@ pub fn netns_add(name: &str) -> Result<()> {
 /// Kills what still runs inside the namespace, then deletes it.
 pub fn netns_del(name: &str) -> Result<bool> {
     Ok(agent::netns::delete(name)?)
+}
+
+/// Deletes every namespace in `names`, a few at a time in parallel; how many existed.
+pub fn netns_del_all(names: &[&str]) -> Result<usize> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let chunk = names.len().div_ceil(workers).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || -> Result<usize> {
+                    let mut n = 0;
+                    for name in part {
+                        n += usize::from(netns_del(name)?);
+                    }
+                    Ok(n)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a deleting thread panicked"))?
+            })
+            .sum()
+    })
+}
+
+/// SIGTERM to every pid, then up to 3 s for all of them together, then SIGKILL to the rest.
+pub fn stop_all(pids: &[i32]) {
+    for &pid in pids.iter().filter(|p| pid_alive(**p)) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(3) {
+        if !pids.iter().any(|p| pid_alive(*p)) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for &pid in pids.iter().filter(|p| pid_alive(**p)) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
 }
 
 pub fn pid_alive(pid: i32) -> bool {
