@@ -3,9 +3,10 @@
 //! renamed into place, deleted, or written in place): a change names its file, so only that
 //! file is read, reads by others wake nobody, and an idle watch costs nothing. Where inotify
 //! cannot be had (the kernel's `fs.inotify.max_user_instances`, 128 by default, is per user,
-//! and 250 lab agents run as one user) a watch polls instead: a `readdir` a second, comparing
-//! inode numbers (every write renames a new file into place), so it still reads only the files
-//! that changed; an edit in place is not seen that way.
+//! and 250 lab agents run as one user) a watch polls instead: a `stat` of the directory a
+//! second, and when its mtime moved a `readdir` comparing inode numbers (every write renames a
+//! new file into place), so it still reads only the files that changed; an edit in place is
+//! not seen that way.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use inotify::{EventMask, WatchDescriptor, WatchMask, Watches};
 
@@ -24,8 +25,9 @@ use super::{names, Kind, StoreError, Watch, WatchEvent};
 
 /// How often a polling watch reads its directory.
 const POLL_EVERY: Duration = Duration::from_secs(1);
-/// How often a watch thread looks whether its `Watch` was dropped.
-const STOP_CHECK: Duration = Duration::from_millis(500);
+/// How often an inotify watch's thread looks whether its `Watch` was dropped: only how long
+/// the thread outlives it, so long enough that 250 idle agents do not wake for it.
+const STOP_CHECK: Duration = Duration::from_secs(5);
 
 /// What the inotify side tells one watch.
 enum DirEvent {
@@ -201,6 +203,12 @@ fn spawn_with(kind: Kind, dir: PathBuf, force_polling: bool) -> Result<Watch, St
             }
         },
     };
+    // A polling watch takes its inodes before the first listing for the same reason: a file
+    // that appears in between is then read twice, not missed.
+    let mut inodes = match registration {
+        Some(_) => HashMap::new(),
+        None => inode_map(&dir).unwrap_or_default(),
+    };
     let mut seen = Seen::new(kind);
     let mut out = Vec::new();
     seen.all(list_dir(&dir, kind, "")?, &mut out);
@@ -208,10 +216,6 @@ fn spawn_with(kind: Kind, dir: PathBuf, force_polling: bool) -> Result<Watch, St
     if !send(&tx, &mut out) {
         return Ok(Watch::new(rx, stop));
     }
-    let mut inodes = match registration {
-        Some(_) => HashMap::new(),
-        None => inode_map(&dir).unwrap_or_default(),
-    };
     let stop2 = stop.clone();
     std::thread::Builder::new()
         .name(format!("watch-{kind}"))
@@ -307,8 +311,25 @@ fn follow_by_polling(
 ) {
     let mut out = Vec::new();
     let mut failing = false;
+    // The directory's mtime at our last listing, and when that listing began.
+    let mut last: Option<(SystemTime, SystemTime)> = None;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(POLL_EVERY);
+        // Every write renames a file into the directory, which sets the directory's mtime: an
+        // unchanged mtime means nothing to read. The mtime moves with the kernel's coarse clock,
+        // so a change in the same tick as our last listing would leave it as it was: the
+        // shortcut is only taken when that listing began well after the mtime it saw.
+        let mtime = std::fs::metadata(dir).and_then(|m| m.modified()).ok();
+        let unchanged = match (mtime, last) {
+            (Some(m), Some((seen_m, listed_at))) => {
+                m == seen_m && m + Duration::from_secs(1) < listed_at
+            }
+            _ => false,
+        };
+        if unchanged {
+            continue;
+        }
+        let listed_at = SystemTime::now();
         let now = match inode_map(dir) {
             Ok(m) => m,
             // The store may come back (a remounted disk): keep polling, say it once.
@@ -321,6 +342,7 @@ fn follow_by_polling(
             }
         };
         failing = false;
+        last = mtime.map(|m| (m, listed_at));
         let changed: BTreeSet<&String> = now
             .iter()
             .filter(|(f, ino)| inodes.get(*f) != Some(ino))
