@@ -23,7 +23,7 @@ fn defaults() {
     assert_eq!(c.ip_autodetection_method, AutodetectMethod::FirstFound);
     assert_eq!(
         (c.asn, c.bgp_port, c.block_size, c.hold_time),
-        (64512, 179, 26, 90)
+        (64512, 179, 26, 240)
     );
     assert_eq!(c.router_id, None);
     assert!(c.peers.is_empty() && c.advertise.is_empty() && !c.no_mesh);

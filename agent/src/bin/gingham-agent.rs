@@ -113,7 +113,16 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let rt = match tokio::runtime::Runtime::new() {
+    // Two workers whatever the node's size: the agent's work is a few sessions and a datastore,
+    // and a worker per core of a 64-core node is 64 idle threads. Blocking-pool threads (store
+    // reads, heartbeats) stay a minute, past the 10 s heartbeat, so they are not made afresh
+    // on every beat.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_keep_alive(std::time::Duration::from_secs(60))
+        .enable_all()
+        .build();
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gingham-agent: cannot start the runtime: {e}");

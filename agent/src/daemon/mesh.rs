@@ -62,7 +62,8 @@ pub async fn run(
     std::thread::Builder::new()
         .name("mesh-watch".into())
         .spawn(move || loop {
-            if let Some(ev) = watch.recv_timeout(Duration::from_millis(500)) {
+            // The timeout only bounds how long the thread outlives a mesh task that ended.
+            if let Some(ev) = watch.recv_timeout(Duration::from_secs(5)) {
                 if tx.blocking_send(ev).is_err() {
                     return;
                 }

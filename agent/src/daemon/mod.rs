@@ -83,6 +83,8 @@ pub struct Agent {
 
 /// How often an agent writes its heartbeat into the registry.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+/// Empty blocks are looked for every this many heartbeats.
+const RELEASE_EVERY_BEATS: u32 = 6;
 /// A node whose heartbeat is older than this is taken for stopped (three missed beats).
 pub const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
 
@@ -414,8 +416,10 @@ async fn housekeeping(agent: Arc<Agent>, registry: NodeRegistry) -> Result<(), A
     let mut md5 = md5_counters();
     // Logged when it changes, not every beat: a bad record is one line, and so is its repair.
     let mut heartbeat_error: Option<String> = None;
+    let mut beats = 0u32;
     loop {
         tokio::time::sleep(HEARTBEAT_EVERY).await;
+        beats = beats.wrapping_add(1);
         report_md5(&mut md5);
         let (reg, node) = (registry.clone(), agent.node.clone());
         let beat = tokio::task::spawn_blocking(move || reg.heartbeat(&node, now_secs())).await?;
@@ -426,6 +430,11 @@ async fn housekeeping(agent: Arc<Agent>, registry: NodeRegistry) -> Result<(), A
                 None => tracing::info!("heartbeat: written again"),
             }
             heartbeat_error = error;
+        }
+        // Empty blocks wait minutes before they go: looking once a minute is soon enough, and
+        // it spares a listing of the affinities on every beat.
+        if !beats.is_multiple_of(RELEASE_EVERY_BEATS) {
+            continue;
         }
         let (ipam, node) = (agent.ipam.clone(), agent.node.clone());
         match tokio::task::spawn_blocking(move || ipam.release_empty_blocks(&node)).await? {
