@@ -18,6 +18,19 @@ pub fn memory(pid: i32) -> Result<(u64, u64)> {
     Ok((field("VmHWM:"), field("VmRSS:")))
 }
 
+/// `RssAnon` of `pid` in bytes: the resident memory the process has to itself (its heap and
+/// stacks), without the pages of its binary and libraries that every copy shares.
+pub fn rss_anon(pid: i32) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("RssAnon:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024))
+}
+
 /// User + system CPU seconds `pid` has used (its own threads, not reaped children).
 pub fn cpu_seconds(pid: i32) -> Result<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -75,7 +88,18 @@ const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 const RTPROT_BIRD: u8 = 12;
 
 impl RouteCounter {
+    /// A counter for a million routes arriving at once (a 1 MiB read buffer, a 256 MiB socket
+    /// buffer: only what is used is allocated).
     pub fn new() -> Result<RouteCounter> {
+        Self::with_sizes(1 << 20, 256 * 1024 * 1024)
+    }
+
+    /// A counter for a few hundred routes (one per node of a mesh).
+    pub fn small() -> Result<RouteCounter> {
+        Self::with_sizes(64 * 1024, 4 * 1024 * 1024)
+    }
+
+    fn with_sizes(read_buffer: usize, socket_buffer: usize) -> Result<RouteCounter> {
         use nix::sys::socket::{
             bind, setsockopt, socket, sockopt, AddressFamily, NetlinkAddr, SockFlag, SockProtocol,
             SockType,
@@ -91,7 +115,7 @@ impl RouteCounter {
             &NetlinkAddr::new(0, RTMGRP_IPV4_ROUTE),
         )?;
         // A million notifications of ~100 bytes arrive faster than a poll loop reads them.
-        setsockopt(&fd, sockopt::RcvBufForce, &(256 * 1024 * 1024))?;
+        setsockopt(&fd, sockopt::RcvBufForce, &socket_buffer)?;
         setsockopt(
             &fd,
             sockopt::ReceiveTimeout,
@@ -99,10 +123,23 @@ impl RouteCounter {
         )?;
         Ok(RouteCounter {
             fd,
-            buf: vec![0; 1 << 20],
+            buf: vec![0; read_buffer],
             count: 0,
             overflowed: false,
         })
+    }
+
+    /// Reads what has arrived, without waiting, and updates `count`.
+    pub fn drain(&mut self) {
+        use nix::sys::socket::{recv, MsgFlags};
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
+        loop {
+            match recv(fd, &mut self.buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => self.count += count_messages(&self.buf[..n]),
+                Err(nix::errno::Errno::ENOBUFS) => self.overflowed = true,
+                Err(_) => return,
+            }
+        }
     }
 
     /// Reads what arrives for about 20 ms and updates `count`.

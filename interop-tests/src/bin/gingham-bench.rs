@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use interop_tests::bench::latency;
+use interop_tests::bench::mesh::{self, MeshTarget};
 use interop_tests::bench::table::{self, TargetKind};
 
 #[derive(Parser)]
@@ -36,6 +38,49 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
         /// Working directory (logs, configs); a fresh temporary one by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// A full mesh of N lab nodes, Gingham and BIRD: time until every kernel routes every
+    /// block, RSS per daemon, CPU to converge and when idle, and the lab's teardown.
+    Mesh {
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(2..=1000))]
+        nodes: u16,
+        #[arg(long, value_delimiter = ',', default_value = "gingham,bird")]
+        targets: Vec<MeshTarget>,
+        /// Seconds to wait for convergence.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Seconds of idle CPU measured after convergence.
+        #[arg(long, default_value_t = 30)]
+        idle: u64,
+        /// Leave the lab up afterwards (to read the logs); it says how to remove it.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// In a 3-node lab, from a CNI ADD that claims a new block on one node until the route is
+    /// in another node's kernel; BIRD with confd's `birdc configure` as the baseline.
+    Propagate {
+        #[arg(long, default_value_t = 50)]
+        trials: usize,
+        /// Leave out the BIRD baseline.
+        #[arg(long)]
+        no_bird: bool,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// CNI ADD and DEL latency for K pods on one node.
+    Cni {
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+        #[arg(long)]
+        json: Option<PathBuf>,
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -72,6 +117,53 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Mesh {
+            nodes,
+            targets,
+            timeout,
+            idle,
+            keep,
+            json,
+            dir,
+        } => {
+            let dir = dir.unwrap_or_else(table::default_dir);
+            let results = mesh::run(
+                &targets,
+                nodes.into(),
+                &dir,
+                Duration::from_secs(timeout),
+                Duration::from_secs(idle),
+                keep,
+            )?;
+            println!("{}", mesh::markdown(&results));
+            write_json(&results, json)
+        }
+        Cmd::Propagate {
+            trials,
+            no_bird,
+            json,
+            dir,
+        } => {
+            let dir = dir.unwrap_or_else(table::default_dir);
+            let results = latency::propagate(trials, &dir, !no_bird)?;
+            println!("{}", latency::markdown(&results));
+            write_json(&results, json)
+        }
+        Cmd::Cni { pods, json, dir } => {
+            let dir = dir.unwrap_or_else(table::default_dir);
+            let results = latency::cni_latency(pods, &dir)?;
+            println!("{}", latency::markdown(&results));
+            write_json(&results, json)
+        }
         Cmd::RawWriter { prefixes, gateway } => table::raw_writer(prefixes, gateway),
     }
+}
+
+fn write_json(results: &impl serde::Serialize, to: Option<PathBuf>) -> Result<()> {
+    let text = serde_json::to_string_pretty(results)?;
+    match to {
+        Some(p) => std::fs::write(p, text)?,
+        None => println!("{text}"),
+    }
+    Ok(())
 }
