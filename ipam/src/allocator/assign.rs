@@ -27,9 +27,11 @@ enum Want<'a> {
 }
 
 impl Ipam {
-    /// An address for `handle`. Idempotent: a handle that already holds an address gets it back.
-    /// Two *concurrent* assigns of one handle are not merged (each may get an address); the CNI
-    /// runs one ADD per container at a time, and `release` frees both.
+    /// An address for `handle`. Idempotent: a handle that already holds an address gets it
+    /// back, also when an earlier assign wrote the block but not the handle record (a crash, or
+    /// a datastore write whose answer was lost). Two *concurrent* assigns of one handle that
+    /// pick different blocks are not merged (each may get an address); the CNI runs one ADD per
+    /// container at a time, and `release` frees both.
     pub fn assign(&self, handle: &str, attrs: &AllocationAttrs) -> Result<Ipv4Addr, IpamError> {
         if handle.is_empty() {
             return Err(IpamError::InvalidHandle(handle.to_string()));
@@ -194,6 +196,15 @@ impl Ipam {
             };
             if !usable || b.value.deleted {
                 return Ok(Step::Done(InBlock::Unusable));
+            }
+            // A handle holds one address. If this block already has one for it, an earlier try
+            // wrote the block and then failed before the handle record: a crash, or a write
+            // whose answer was lost (an etcd leader change) but which did commit. It is ours.
+            if let Some((ip, _)) = b.value.allocated().find(|(_, a)| a.handle_id == handle) {
+                return Ok(Step::Done(InBlock::Assigned(
+                    ip,
+                    b.value.count_handle(handle),
+                )));
             }
             let Some(ip) = b.value.assign(handle, attrs.secondary(now_secs())) else {
                 return Ok(Step::Done(InBlock::Full));

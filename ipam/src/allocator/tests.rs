@@ -541,6 +541,22 @@ fn crash_after_pending_affinity_is_recovered() {
 }
 
 #[test]
+fn an_assign_whose_handle_write_was_lost_is_not_repeated() {
+    // The block write committed, the handle record never came (its answer lost in a leader
+    // change, or a crash): assigning the handle again gives the same address, not a second.
+    let ipam = ipam("192.168.0.0/16", 26, &["a"]);
+    let ip = ipam.assign("x", &at("a")).unwrap();
+    let h = resources::get::<IpamHandle>(&**ipam.store(), "x")
+        .unwrap()
+        .unwrap();
+    resources::delete(&**ipam.store(), &h).unwrap();
+    assert_eq!(ipam.assign("x", &at("a")).unwrap(), ip);
+    assert_eq!(ipam.allocations("a").unwrap().len(), 1);
+    assert_eq!(ipam.release("x").unwrap(), vec![ip]);
+    assert_none(ipam.check().unwrap());
+}
+
+#[test]
 fn crash_after_block_creation_is_recovered() {
     let ipam = ipam("192.168.0.0/16", 26, &["a"]);
     let first = block_order(ipam.pool(), "a").next().unwrap();
