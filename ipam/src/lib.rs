@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod conformance;
 pub mod error;
 pub mod registry;
 pub mod resources;

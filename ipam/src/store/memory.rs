@@ -258,4 +258,9 @@ mod tests {
         assert!(matches!(w.recv_timeout(t), Some(WatchEvent::Modified(r)) if r.data == json!(3)));
         assert_eq!(w.try_recv(), None);
     }
+
+    #[test]
+    fn passes_the_store_conformance_suite() {
+        crate::conformance::run_all(&|| Arc::new(MemoryStore::new()));
+    }
 }

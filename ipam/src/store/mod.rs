@@ -7,6 +7,7 @@
 //! cannot resume re-lists and diffs, which the consumer cannot tell apart).
 
 mod error;
+mod etcd;
 mod file;
 mod file_lock;
 mod file_watch;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::StoreError;
+pub use etcd::{EtcdConfig, EtcdStore, DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX};
 pub use file::FileStore;
 pub use memory::MemoryStore;
 
@@ -195,6 +197,41 @@ pub trait Store: Send + Sync {
     fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError>;
     /// The current records of `kind` as `Added`, then `Synced`, then every change.
     fn watch(&self, kind: Kind) -> Result<Watch, StoreError>;
+    /// `Some(ttl)` if this backend removes a node's `Node` and `NodeLease` records by itself
+    /// once its heartbeats have stopped for `ttl` (etcd leases): the agent then registers again
+    /// when its record is gone, and releases the IPAM of nodes that left. `None` (memory, file):
+    /// a node's records stay until someone removes it.
+    fn node_ttl(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A datastore as the agent's flags select it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    File(std::path::PathBuf),
+    Etcd(EtcdConfig),
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backend::Memory => f.write_str("memory"),
+            Backend::File(dir) => write!(f, "file:{}", dir.display()),
+            Backend::Etcd(cfg) => write!(f, "etcd {} ({})", cfg.endpoints.join(","), cfg.prefix),
+        }
+    }
+}
+
+impl Backend {
+    pub fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            Backend::Memory => Arc::new(MemoryStore::new()),
+            Backend::File(dir) => Arc::new(FileStore::open(dir)?),
+            Backend::Etcd(cfg) => Arc::new(EtcdStore::connect(cfg)?),
+        })
+    }
 }
 
 /// Opens a datastore from its flag value: `memory` or `file:<dir>`.

@@ -288,3 +288,14 @@ fn a_record_that_turns_unreadable_is_reported_not_deleted() {
     s.update(Kind::Node, "a", &a.revision, json!(2)).unwrap();
     assert!(matches!(w.recv_timeout(t), Some(WatchEvent::Modified(r)) if r.data == json!(2)));
 }
+
+#[test]
+fn passes_the_store_conformance_suite() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    crate::conformance::run_all(&|| {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::open(dir.path()).unwrap();
+        dirs.lock().unwrap().push(dir);
+        std::sync::Arc::new(s)
+    });
+}
