@@ -98,9 +98,43 @@ pub struct AgentConfig {
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9099")]
     pub metrics_addr: SocketAddr,
 
-    /// Where IPAM state lives: `file:<dir>` (the directory is created if its parent exists).
+    /// Where IPAM state lives: `file:<dir>` (the directory is created if its parent exists),
+    /// or `etcd` (etcd v3, at `--etcd-endpoints`).
     #[arg(long, env = "DATASTORE", default_value = "file:/var/lib/gingham")]
     pub datastore: Datastore,
+
+    /// The etcd members, `http(s)://<host>:<port>`, comma-separated (with `--datastore etcd`).
+    #[arg(long, env = "ETCD_ENDPOINTS", value_delimiter = ',', value_parser = parse_etcd_endpoint)]
+    pub etcd_endpoints: Vec<String>,
+
+    /// The etcd key prefix Gingham's records live under.
+    #[arg(long, env = "ETCD_PREFIX", default_value = ipam::store::DEFAULT_ETCD_PREFIX,
+          value_parser = parse_etcd_prefix)]
+    pub etcd_prefix: String,
+
+    /// The CA certificate (PEM) that signed the etcd members' certificates; turns TLS on.
+    #[arg(long, env = "ETCD_CA_CERT_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+
+    /// This agent's client certificate (PEM) for etcd, with `--etcd-key-file`.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+
+    /// The private key (PEM) of `--etcd-cert-file`.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<PathBuf>,
+
+    /// With `--datastore etcd`: seconds a node stays in the mesh after its agent's last
+    /// heartbeat (its records live under an etcd lease of this TTL).
+    #[arg(long, env = "NODE_LEASE_TTL", default_value_t = 40,
+          value_parser = clap::value_parser!(u64).range(15..=3600))]
+    pub node_lease_ttl: u64,
+
+    /// With `--datastore etcd`: seconds after a node left the mesh before its blocks,
+    /// affinities and addresses are released (by one agent, the live node first by name).
+    #[arg(long, env = "NODE_RELEASE_GRACE", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub node_release_grace: u64,
 
     /// Do not peer with every other node (only with `--peer`s).
     #[arg(long)]
@@ -134,6 +168,25 @@ pub enum ConfigError {
     BadHostname { hostname: String, reason: String },
     #[error("invalid value '{spec}' for '--datastore': the parent directory {parent} does not exist (only the datastore directory itself is created)")]
     DatastoreParentMissing { spec: String, parent: PathBuf },
+    #[error("'--datastore etcd' needs '--etcd-endpoints' (env ETCD_ENDPOINTS), e.g. http://10.0.0.5:2379")]
+    EtcdWithoutEndpoints,
+    #[error("'{flag}' is only used with '--datastore etcd'")]
+    EtcdFlagWithoutEtcd { flag: &'static str },
+    #[error("invalid value '{endpoint}' for '--etcd-endpoints': an https endpoint needs '--etcd-ca-file'")]
+    EtcdHttpsWithoutCa { endpoint: String },
+    #[error("invalid value '{endpoint}' for '--etcd-endpoints': TLS is on ('--etcd-ca-file'), so every endpoint must be https")]
+    EtcdHttpWithTls { endpoint: String },
+    #[error("'{given}' needs '{missing}' too")]
+    EtcdCertWithoutKey {
+        given: &'static str,
+        missing: &'static str,
+    },
+    #[error("invalid value '{}' for '{flag}': {reason}", path.display())]
+    EtcdFile {
+        flag: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl AgentConfig {
@@ -155,7 +208,86 @@ impl AgentConfig {
                 }
             }
         }
+        self.validate_etcd()
+    }
+
+    fn validate_etcd(&self) -> Result<(), ConfigError> {
+        let files = [
+            ("--etcd-ca-file", &self.etcd_ca_file),
+            ("--etcd-cert-file", &self.etcd_cert_file),
+            ("--etcd-key-file", &self.etcd_key_file),
+        ];
+        if self.datastore != Datastore::Etcd {
+            if !self.etcd_endpoints.is_empty() {
+                return Err(ConfigError::EtcdFlagWithoutEtcd {
+                    flag: "--etcd-endpoints",
+                });
+            }
+            if let Some((flag, _)) = files.iter().find(|(_, f)| f.is_some()) {
+                return Err(ConfigError::EtcdFlagWithoutEtcd { flag });
+            }
+            return Ok(());
+        }
+        if self.etcd_endpoints.is_empty() {
+            return Err(ConfigError::EtcdWithoutEndpoints);
+        }
+        let tls = self.etcd_ca_file.is_some();
+        for e in &self.etcd_endpoints {
+            let https = e.starts_with("https://");
+            if https && !tls {
+                return Err(ConfigError::EtcdHttpsWithoutCa {
+                    endpoint: e.clone(),
+                });
+            }
+            if !https && tls {
+                return Err(ConfigError::EtcdHttpWithTls {
+                    endpoint: e.clone(),
+                });
+            }
+        }
+        match (&self.etcd_cert_file, &self.etcd_key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::EtcdCertWithoutKey {
+                    given: "--etcd-cert-file",
+                    missing: "--etcd-key-file",
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::EtcdCertWithoutKey {
+                    given: "--etcd-key-file",
+                    missing: "--etcd-cert-file",
+                })
+            }
+            _ => {}
+        }
+        if !tls && self.etcd_cert_file.is_some() {
+            return Err(ConfigError::EtcdFlagWithoutEtcd {
+                flag: "--etcd-cert-file (without --etcd-ca-file)",
+            });
+        }
+        for (flag, file) in files {
+            if let Some(path) = file {
+                if let Err(e) = std::fs::metadata(path) {
+                    return Err(ConfigError::EtcdFile {
+                        flag,
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The etcd client's settings, with `--datastore etcd`.
+    pub fn etcd_config(&self) -> ipam::store::EtcdConfig {
+        let mut cfg = ipam::store::EtcdConfig::new(self.etcd_endpoints.clone());
+        cfg.prefix = self.etcd_prefix.clone();
+        cfg.ca_file = self.etcd_ca_file.clone();
+        cfg.cert_file = self.etcd_cert_file.clone();
+        cfg.key_file = self.etcd_key_file.clone();
+        cfg.node_ttl = std::time::Duration::from_secs(self.node_lease_ttl);
+        cfg
     }
 
     /// `--node-name`, else the hostname (as Calico's NODENAME falls back to it).
@@ -304,19 +436,54 @@ pub enum Datastore {
     File(PathBuf),
     /// CRDs on the Kubernetes API.
     Kubernetes,
+    /// etcd v3 at `--etcd-endpoints` (Calico's `DATASTORE_TYPE=etcdv3` is accepted too).
+    Etcd,
 }
 
 impl FromStr for Datastore {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "kubernetes" {
-            return Ok(Datastore::Kubernetes);
+        match s {
+            "kubernetes" => return Ok(Datastore::Kubernetes),
+            "etcd" | "etcdv3" => return Ok(Datastore::Etcd),
+            _ => {}
         }
         match s.strip_prefix("file:") {
             Some(dir) if !dir.is_empty() => Ok(Datastore::File(PathBuf::from(dir))),
-            _ => Err("expected 'file:<dir>' or 'kubernetes'".to_string()),
+            _ => Err("expected 'file:<dir>' or 'etcd'".to_string()),
         }
     }
+}
+
+/// One `--etcd-endpoints` entry: `http://host:port` or `https://host:port`.
+fn parse_etcd_endpoint(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| "expected http://<host>:<port> or https://<host>:<port>".to_string())?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = authority
+        .rsplit_once(':')
+        .ok_or_else(|| "the endpoint needs a port, e.g. http://10.0.0.5:2379".to_string())?;
+    if host.is_empty() || authority.contains('/') {
+        return Err("expected http://<host>:<port> or https://<host>:<port>".to_string());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(s.trim_end_matches('/').to_string()),
+        _ => Err(format!("'{port}' is not a port (1..=65535)")),
+    }
+}
+
+/// `--etcd-prefix`: an absolute key prefix; a trailing `/` is added.
+fn parse_etcd_prefix(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err("the prefix must start with '/', e.g. /gingham/v1/".to_string());
+    }
+    Ok(if s.ends_with('/') {
+        s.to_string()
+    } else {
+        format!("{s}/")
+    })
 }
 
 fn parse_hold_time(s: &str) -> Result<u16, String> {

@@ -140,7 +140,7 @@ fn bad_values_name_the_flag_and_the_value() {
             "--metrics-addr",
             "localhost",
         ),
-        (&["--datastore", "etcd"], "--datastore", "etcd"),
+        (&["--datastore", "etcd://x"], "--datastore", "etcd://x"),
         (&["--datastore", "file:"], "--datastore", "file:"),
         (
             &["--pool-cidr", "192.168.0.0"],
@@ -235,4 +235,100 @@ fn block_size_must_fit_the_pool() {
         }
     );
     assert!(err.to_string().contains("'--block-size'"), "{err}");
+}
+
+#[test]
+fn etcd_flags_are_checked_and_name_the_flag() {
+    let c = parse(&[
+        "--datastore",
+        "etcd",
+        "--etcd-endpoints",
+        "http://10.0.0.5:2379,http://10.0.0.6:2379/",
+        "--etcd-prefix",
+        "/calico-lab",
+    ])
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.datastore, Datastore::Etcd);
+    let e = c.etcd_config();
+    assert_eq!(
+        e.endpoints,
+        ["http://10.0.0.5:2379", "http://10.0.0.6:2379"]
+    );
+    assert_eq!(e.prefix, "/calico-lab/");
+    assert_eq!(e.node_ttl.as_secs(), 40);
+    // Calico's DATASTORE_TYPE value is understood too.
+    assert_eq!(
+        parse(&["--datastore", "etcdv3"]).unwrap().datastore,
+        Datastore::Etcd
+    );
+    for (args, want) in [
+        (
+            &["--etcd-endpoints", "10.0.0.5:2379"][..],
+            "invalid value '10.0.0.5:2379' for '--etcd-endpoints <ETCD_ENDPOINTS>': expected http://",
+        ),
+        (
+            &["--etcd-endpoints", "http://10.0.0.5"],
+            "for '--etcd-endpoints <ETCD_ENDPOINTS>': the endpoint needs a port",
+        ),
+        (
+            &["--etcd-endpoints", "http://10.0.0.5:99999"],
+            "'99999' is not a port",
+        ),
+        (&["--etcd-prefix", "gingham"], "for '--etcd-prefix <ETCD_PREFIX>': the prefix must start with '/'"),
+        (&["--node-lease-ttl", "5"], "for '--node-lease-ttl <NODE_LEASE_TTL>': 5 is not in 15..=3600"),
+    ] {
+        let msg = error(args);
+        assert!(msg.contains(want), "{args:?}: {msg}");
+    }
+    let invalid = |args: &[&str]| parse(args).unwrap().validate().unwrap_err().to_string();
+    assert_eq!(
+        invalid(&["--datastore", "etcd"]),
+        "'--datastore etcd' needs '--etcd-endpoints' (env ETCD_ENDPOINTS), e.g. http://10.0.0.5:2379"
+    );
+    assert_eq!(
+        invalid(&["--etcd-endpoints", "http://10.0.0.5:2379"]),
+        "'--etcd-endpoints' is only used with '--datastore etcd'"
+    );
+    assert!(invalid(&[
+        "--datastore",
+        "etcd",
+        "--etcd-endpoints",
+        "https://10.0.0.5:2379"
+    ])
+    .contains("an https endpoint needs '--etcd-ca-file'"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "x").unwrap();
+    let ca = ca.to_str().unwrap();
+    let tls = [
+        "--datastore",
+        "etcd",
+        "--etcd-endpoints",
+        "https://10.0.0.5:2379",
+        "--etcd-ca-file",
+        ca,
+    ];
+    parse(&tls).unwrap().validate().unwrap();
+    let with = |extra: &[&str]| invalid(&[&tls[..], extra].concat());
+    assert_eq!(
+        with(&["--etcd-cert-file", ca]),
+        "'--etcd-cert-file' needs '--etcd-key-file' too"
+    );
+    assert!(with(&[
+        "--etcd-cert-file",
+        ca,
+        "--etcd-key-file",
+        "/nonexistent/key.pem"
+    ])
+    .starts_with("invalid value '/nonexistent/key.pem' for '--etcd-key-file':"));
+    assert!(invalid(&[
+        "--datastore",
+        "etcd",
+        "--etcd-endpoints",
+        "http://10.0.0.5:2379",
+        "--etcd-ca-file",
+        ca
+    ])
+    .contains("every endpoint must be https"));
 }

@@ -8,6 +8,7 @@ use bgp::Password;
 use ipnet::Ipv4Net;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::time::Duration;
 
 /// A TCP MD5 password read from a file: a trailing newline (as `echo` or a Secret writes it)
 /// is not part of it.
@@ -68,10 +69,11 @@ fn resolve(cfg: AgentConfig) -> Result<DaemonSettings> {
             max_prefixes: p.max_prefixes,
         });
     }
-    let datastore = match cfg.datastore {
-        Datastore::File(dir) => format!("file:{}", dir.display()),
+    let datastore = match &cfg.datastore {
+        Datastore::File(dir) => ipam::store::Backend::File(dir.clone()),
+        Datastore::Etcd => ipam::store::Backend::Etcd(cfg.etcd_config()),
         Datastore::Kubernetes => {
-            bail!("'--datastore kubernetes' is not supported yet; use 'file:<dir>'")
+            bail!("'--datastore kubernetes' is not supported yet; use 'file:<dir>' or 'etcd'")
         }
     };
     Ok(DaemonSettings {
@@ -89,6 +91,7 @@ fn resolve(cfg: AgentConfig) -> Result<DaemonSettings> {
         control_socket: cfg.control_socket,
         metrics_addr: cfg.metrics_addr,
         datastore,
+        node_release_grace: Duration::from_secs(cfg.node_release_grace),
         mesh: !cfg.no_mesh,
         pool: cfg.pool_cidr,
         block_size: cfg.block_size,
@@ -119,7 +122,7 @@ fn main() {
     // on every beat.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_keep_alive(std::time::Duration::from_secs(60))
+        .thread_keep_alive(Duration::from_secs(60))
         .enable_all()
         .build();
     let rt = match rt {
@@ -167,7 +170,7 @@ mod tests {
             vec![("172.18.0.9".parse().unwrap(), 179, 65001)]
         );
         assert_eq!(s.graceful_restart_time, 120);
-        assert_eq!(s.datastore, "file:/var/lib/gingham");
+        assert_eq!(s.datastore.to_string(), "file:/var/lib/gingham");
         assert!(s.mesh);
     }
 

@@ -6,6 +6,7 @@
 //! Shared by the tasks is only [`Agent`]: immutable settings and handles (channels to their
 //! owners), no locks.
 
+pub mod collector;
 pub mod endpoints;
 pub mod error;
 pub mod handler;
@@ -20,7 +21,7 @@ use crate::kernel::KernelRoutes;
 use bgp::{PeerConfig, PeerKind, Speaker, SpeakerConfig, SpeakerHandle};
 use ipam::registry::NodeRegistry;
 use ipam::resources::NodeRecord;
-use ipam::store::Store;
+use ipam::store::{Store, StoreError};
 use ipnet::Ipv4Net;
 use routing::{RoutingConfig, RoutingHandle, RoutingOwner};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -48,7 +49,10 @@ pub struct DaemonSettings {
     pub advertise: Vec<Ipv4Net>,
     pub control_socket: PathBuf,
     pub metrics_addr: SocketAddr,
-    pub datastore: String,
+    pub datastore: ipam::store::Backend,
+    /// How long a node that left the mesh keeps its IPAM, on a datastore whose node records
+    /// expire (etcd).
+    pub node_release_grace: Duration,
     pub mesh: bool,
     pub pool: Ipv4Net,
     pub block_size: u8,
@@ -88,6 +92,37 @@ const RELEASE_EVERY_BEATS: u32 = 6;
 /// A node whose heartbeat is older than this is taken for stopped (three missed beats).
 pub const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
 
+/// Runs a blocking datastore step of the start-up again while the datastore cannot be reached
+/// (etcd not up yet, or without quorum): an agent must wait for it, not exit and restart in a
+/// loop. Logs when it starts waiting and when it is through, not every attempt.
+async fn until_reachable<T: Send + 'static>(
+    what: &'static str,
+    f: impl Fn() -> Result<T, AgentError> + Send + Sync + 'static,
+) -> Result<T, AgentError> {
+    let f = Arc::new(f);
+    let mut pause = Duration::from_millis(200);
+    let mut waiting = false;
+    loop {
+        let step = f.clone();
+        match tokio::task::spawn_blocking(move || step()).await? {
+            Err(e) if e.kind() == crate::control::api::ErrorKind::Unavailable => {
+                if !waiting {
+                    tracing::warn!("{what}: {e}; waiting for the datastore");
+                    waiting = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            r => {
+                if waiting && r.is_ok() {
+                    tracing::info!("{what}: the datastore answers");
+                }
+                return r;
+            }
+        }
+    }
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -99,10 +134,13 @@ fn now_secs() -> u64 {
 /// it). On stop it sends Cease to its peers and leaves its kernel routes in place (like BIRD's
 /// `persist`), so forwarding survives a restart.
 pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
-    let store = ipam::store::open(&cfg.datastore).map_err(|source| AgentError::Datastore {
-        spec: cfg.datastore.clone(),
-        source,
-    })?;
+    let store = cfg
+        .datastore
+        .open()
+        .map_err(|source| AgentError::Datastore {
+            spec: cfg.datastore.to_string(),
+            source,
+        })?;
     let ipam_cfg = ipam::IpamSettings {
         pool_cidr: cfg.pool,
         block_size: cfg.block_size,
@@ -110,8 +148,10 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
     };
     let ipam = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || ipam::Ipam::open(store, ipam_cfg).map(Arc::new))
-            .await??
+        until_reachable("opening IPAM", move || {
+            Ok(ipam::Ipam::open(store.clone(), ipam_cfg.clone()).map(Arc::new)?)
+        })
+        .await?
     };
     let registry = NodeRegistry::new(store.clone());
     let record = NodeRecord {
@@ -123,8 +163,10 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
     // The pods recorded on this node: the routing owner keeps their host routes.
     let endpoints = {
         let (store, node) = (store.clone(), cfg.node.clone());
-        tokio::task::spawn_blocking(move || endpoints::endpoints_of(store.as_ref(), &node))
-            .await??
+        until_reachable("reading this node's pods", move || {
+            endpoints::endpoints_of(store.as_ref(), &node)
+        })
+        .await?
     };
 
     if let Err(e) = crate::sysctl::enable_ip_forward() {
@@ -267,11 +309,25 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
                     explicit,
                 },
                 unreadable_tx,
-                Some(registration(registry.clone(), record)),
+                Some(registration(registry.clone(), record.clone())),
             ),
         );
     }
-    tasks.spawn("housekeeping", housekeeping(agent.clone(), registry));
+    if store.node_ttl().is_some() {
+        tasks.spawn(
+            "node collector",
+            collector::run(
+                agent.ipam.clone(),
+                registry.clone(),
+                cfg.node.clone(),
+                cfg.node_release_grace,
+            ),
+        );
+    }
+    tasks.spawn(
+        "housekeeping",
+        housekeeping(agent.clone(), registry, record),
+    );
     tasks.spawn("link watch", link_watch(agent.routing.clone()));
     {
         let speaker = speaker.clone();
@@ -389,9 +445,16 @@ fn report_md5(last: &mut Option<[u64; 3]>) {
 /// ready to be seen.
 async fn registration(registry: NodeRegistry, record: NodeRecord) -> Result<(), AgentError> {
     let node = record.name.clone();
-    tokio::task::spawn_blocking(move || registry.register(&record))
-        .await?
-        .map_err(|source| AgentError::Register { node, source })
+    until_reachable("registering this node", move || {
+        registry.register(&record).map_err(|source| match source {
+            StoreError::Unavailable(_) => AgentError::Store(source),
+            _ => AgentError::Register {
+                node: node.clone(),
+                source,
+            },
+        })
+    })
+    .await
 }
 
 /// Forwards "this interface came up" to the routing owner. Without the netlink group the
@@ -412,7 +475,14 @@ async fn link_watch(routing: RoutingHandle) -> Result<(), AgentError> {
 
 /// Heartbeats in the registry, and release of empty blocks after their grace period. Datastore
 /// errors are logged and retried: they must not stop the node's forwarding.
-async fn housekeeping(agent: Arc<Agent>, registry: NodeRegistry) -> Result<(), AgentError> {
+async fn housekeeping(
+    agent: Arc<Agent>,
+    registry: NodeRegistry,
+    record: NodeRecord,
+) -> Result<(), AgentError> {
+    // On a datastore whose node records expire (etcd), a heartbeat that finds our record gone
+    // (we were cut off from etcd for longer than the TTL) registers the node again.
+    let expires = agent.store.node_ttl().is_some();
     let mut md5 = md5_counters();
     // Logged when it changes, not every beat: a bad record is one line, and so is its repair.
     let mut heartbeat_error: Option<String> = None;
@@ -422,7 +492,16 @@ async fn housekeeping(agent: Arc<Agent>, registry: NodeRegistry) -> Result<(), A
         beats = beats.wrapping_add(1);
         report_md5(&mut md5);
         let (reg, node) = (registry.clone(), agent.node.clone());
-        let beat = tokio::task::spawn_blocking(move || reg.heartbeat(&node, now_secs())).await?;
+        let rec = record.clone();
+        let beat = tokio::task::spawn_blocking(move || match reg.heartbeat(&node, now_secs()) {
+            Err(StoreError::NotFound { .. }) if expires => {
+                tracing::warn!("this node's registry record expired; registering it again");
+                reg.register(&rec)
+                    .and_then(|()| reg.heartbeat(&node, now_secs()))
+            }
+            r => r,
+        })
+        .await?;
         let error = beat.err().map(|e| e.to_string());
         if error != heartbeat_error {
             match &error {
