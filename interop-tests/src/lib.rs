@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod etcd;
 pub mod net;
 pub mod netns;
 pub mod peers;
