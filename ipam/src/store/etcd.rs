@@ -99,7 +99,46 @@ pub struct EtcdStore {
 }
 
 fn unavailable(e: etcd_client::Error) -> StoreError {
-    StoreError::Unavailable(format!("etcd: {e}"))
+    StoreError::Unavailable(format!("etcd: {}", describe(&e)))
+}
+
+/// An error in a user's words: a gRPC status by its message ("etcdserver: no leader"), a
+/// connection failure by what failed, not tonic's debug dump.
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) if s.message().contains("connect") => {
+            "a member cannot be reached".to_string()
+        }
+        etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The request timed out in the client (tonic's deadline) rather than being refused.
+fn timed_out(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) || s.message().contains("Timeout expired")
+        }
+        _ => false,
+    }
+}
+
+/// Errors after which the same call may succeed in a moment: no connection to this member, no
+/// leader right now. Not a request etcd refused for what it is.
+fn retriable(e: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+        ),
+        _ => false,
+    }
 }
 
 impl EtcdStore {
@@ -184,21 +223,43 @@ impl EtcdStore {
         })
     }
 
-    /// Runs `fut` on the store's runtime and waits for it, at most `timeout`.
-    fn call<T, F>(&self, fut: F) -> Result<T, StoreError>
+    /// Runs `op` on the store's runtime and waits for it, at most `timeout`. While etcd says
+    /// it cannot serve now (a member down, a leader election, no leader) the operation is tried
+    /// again within the deadline: the client's next try goes to another member, and an election
+    /// is over in a second or two. Every write is a compare-and-swap, so a retried write that
+    /// had in fact committed fails its compare and the caller re-reads, as after any conflict.
+    fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+        F: Fn(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, etcd_client::Error>> + Send,
     {
+        const PAUSE: Duration = Duration::from_millis(100);
         let (tx, rx) = sync_channel(1);
-        let timeout = self.timeout;
+        let (timeout, client) = (self.timeout, self.client.clone());
         self.rt.spawn(async move {
-            let r = match tokio::time::timeout(timeout, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(StoreError::Unavailable(format!(
-                    "etcd did not answer within {} s (no quorum, or no member reachable)",
-                    timeout.as_secs_f32()
-                ))),
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut last: Option<etcd_client::Error> = None;
+            let r = loop {
+                match tokio::time::timeout_at(deadline, op(client.clone())).await {
+                    Ok(Ok(v)) => break Ok(v),
+                    Ok(Err(e))
+                        if retriable(&e) && tokio::time::Instant::now() + PAUSE < deadline =>
+                    {
+                        last = Some(e);
+                        tokio::time::sleep(PAUSE).await;
+                    }
+                    Ok(Err(e)) if !timed_out(&e) => break Err(unavailable(e)),
+                    // The client's own request timeout, or ours: the same thing to a user.
+                    Ok(Err(_)) | Err(_) => {
+                        break Err(StoreError::Unavailable(format!(
+                            "etcd did not answer within {} s (no quorum, or no member reachable){}",
+                            timeout.as_secs_f32(),
+                            last.map(|e| format!("; last error: {}", describe(&e)))
+                                .unwrap_or_default()
+                        )))
+                    }
+                }
             };
             let _ = tx.send(r);
         });
@@ -232,15 +293,9 @@ impl EtcdStore {
         if let Some(id) = self.lock_leases().get(name) {
             return Ok(Some(*id));
         }
-        let mut client = self.client.clone();
         let ttl = self.node_ttl.as_secs().max(1) as i64;
-        let id = self.call(async move {
-            Ok(client
-                .lease_grant(ttl, None)
-                .await
-                .map_err(unavailable)?
-                .id())
-        })?;
+        let id = self
+            .call(move |mut client| async move { Ok(client.lease_grant(ttl, None).await?.id()) })?;
         self.lock_leases().insert(name.to_string(), id);
         Ok(Some(id))
     }
@@ -251,14 +306,12 @@ impl EtcdStore {
         let Some(id) = self.lock_leases().get(name).copied() else {
             return Ok(());
         };
-        let mut client = self.client.clone();
-        let ttl = self.call(async move {
-            let (mut keeper, mut stream) =
-                client.lease_keep_alive(id).await.map_err(unavailable)?;
-            keeper.keep_alive().await.map_err(unavailable)?;
-            match stream.message().await.map_err(unavailable)? {
+        let ttl = self.call(move |mut client| async move {
+            let (mut keeper, mut stream) = client.lease_keep_alive(id).await?;
+            keeper.keep_alive().await?;
+            match stream.message().await? {
                 Some(resp) => Ok(resp.ttl()),
-                None => Err(StoreError::Unavailable(
+                None => Err(etcd_client::Error::LeaseKeepAliveError(
                     "etcd closed the lease keep-alive stream".into(),
                 )),
             }
@@ -277,23 +330,13 @@ impl EtcdStore {
 
     /// A conditional put or delete: `op` if `cmp` holds, else a read of the key.
     fn txn(&self, cmp: Compare, op: TxnOp, key: &str) -> Result<TxnOutcome, StoreError> {
-        let mut client = self.client.clone();
         let key = key.to_string();
-        self.call(async move {
+        self.call(move |mut client| {
             let txn = Txn::new()
-                .when([cmp])
-                .and_then([op])
-                .or_else([TxnOp::get(key, None)]);
-            let resp = client.txn(txn).await.map_err(unavailable)?;
-            let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-            if resp.succeeded() {
-                return Ok(TxnOutcome::Done(revision));
-            }
-            let current = resp.op_responses().into_iter().find_map(|r| match r {
-                TxnOpResponse::Get(mut g) => Some(g.take_kvs().into_iter().next()),
-                _ => None,
-            });
-            Ok(TxnOutcome::Failed(current.flatten()))
+                .when([cmp.clone()])
+                .and_then([op.clone()])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            async move { Ok(outcome(client.txn(txn).await?)) }
         })
     }
 
@@ -302,14 +345,29 @@ impl EtcdStore {
     }
 
     fn list_keys(&self, kind: Kind, key_prefix: String) -> Result<Listing, StoreError> {
-        let mut client = self.client.clone();
         let kind_prefix = self.kind_prefix(kind);
-        self.call(async move {
-            list_at(&mut client, &kind_prefix, kind, key_prefix)
-                .await
-                .map(|(l, _)| l)
+        self.call(move |mut client| {
+            let (kind_prefix, key_prefix) = (kind_prefix.clone(), key_prefix.clone());
+            async move {
+                list_at(&mut client, &kind_prefix, kind, key_prefix)
+                    .await
+                    .map(|(l, _)| l)
+            }
         })
     }
+}
+
+/// What a conditional write's answer says.
+fn outcome(resp: etcd_client::TxnResponse) -> TxnOutcome {
+    let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+    if resp.succeeded() {
+        return TxnOutcome::Done(revision);
+    }
+    let current = resp.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(mut g) => Some(g.take_kvs().into_iter().next()),
+        _ => None,
+    });
+    TxnOutcome::Failed(current.flatten())
 }
 
 enum TxnOutcome {
@@ -344,11 +402,10 @@ async fn list_at(
     kind_prefix: &str,
     kind: Kind,
     key_prefix: String,
-) -> Result<(Listing, i64), StoreError> {
+) -> Result<(Listing, i64), etcd_client::Error> {
     let resp = client
         .get(key_prefix, Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(unavailable)?;
+        .await?;
     let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
     let mut listing = Listing::default();
     // etcd returns keys in byte order, which is the order of the names.
@@ -372,10 +429,9 @@ fn parse_revision(r: &Revision) -> Option<i64> {
 impl Store for EtcdStore {
     fn get(&self, kind: Kind, name: &str) -> Result<Record, StoreError> {
         let key = self.key(kind, name)?;
-        let mut client = self.client.clone();
-        let kv = self.call(async move {
-            let mut resp = client.get(key, None).await.map_err(unavailable)?;
-            Ok(resp.take_kvs().into_iter().next())
+        let kv = self.call(move |mut client| {
+            let key = key.clone();
+            async move { Ok(client.get(key, None).await?.take_kvs().into_iter().next()) }
         })?;
         match kv {
             None => Err(StoreError::NotFound {
@@ -557,7 +613,7 @@ impl WatchTask {
                             rev
                         }
                         Err(e) => {
-                            self.broke(&mut broken, e.to_string());
+                            self.broke(&mut broken, describe(&e));
                             pause = self.sleep(pause).await;
                             continue;
                         }
@@ -613,7 +669,7 @@ impl WatchTask {
             .await
         {
             Ok(s) => s,
-            Err(e) => return Ended::Broken(e.to_string()),
+            Err(e) => return Ended::Broken(describe(&e)),
         };
         loop {
             let msg = tokio::select! {
@@ -629,7 +685,7 @@ impl WatchTask {
             let resp = match msg {
                 Ok(Some(resp)) => resp,
                 Ok(None) => return Ended::Broken("etcd closed the watch".into()),
-                Err(e) => return Ended::Broken(e.to_string()),
+                Err(e) => return Ended::Broken(describe(&e)),
             };
             if resp.compact_revision() > 0 {
                 return Ended::Compacted;
