@@ -68,7 +68,9 @@ fn agent_error(what: &str, e: ClientError) -> CniError {
         // The agent runs but its datastore does not answer: the runtime should retry later.
         ClientError::Agent { .. } if e.is_unavailable() => CniError::new(
             code::TRY_AGAIN_LATER,
-            format!("gingham-agent cannot {what} now"),
+            format!(
+                "gingham-agent cannot do {what} now: its datastore is unavailable, try again later"
+            ),
             e.to_string(),
         ),
         other => CniError::new(
