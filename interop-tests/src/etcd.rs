@@ -52,11 +52,7 @@ impl EtcdCluster {
     /// Describes the cluster; nothing runs until [`EtcdCluster::start`]. Data and logs go
     /// under `dir/<member>`.
     pub fn new(specs: Vec<MemberSpec>, dir: &Path, token: &str) -> Result<Self> {
-        let initial_cluster = specs
-            .iter()
-            .map(|s| format!("{}={}", s.name, s.peer_url()))
-            .collect::<Vec<_>>()
-            .join(",");
+        let initial_cluster = initial_cluster(&specs);
         let mut members = Vec::new();
         for spec in specs {
             let log_dir = dir.join(&spec.name);
@@ -104,30 +100,14 @@ impl EtcdCluster {
         if m.daemon.as_mut().is_some_and(|d| d.is_running()) {
             return Ok(());
         }
-        let s = &m.spec;
-        let data_dir = m.data_dir.to_string_lossy().into_owned();
-        let argv = [
-            "etcd".to_string(),
-            format!("--name={}", s.name),
-            format!("--data-dir={data_dir}"),
-            format!("--listen-client-urls={}", s.client_url()),
-            format!("--advertise-client-urls={}", s.client_url()),
-            format!("--listen-peer-urls={}", s.peer_url()),
-            format!("--initial-advertise-peer-urls={}", s.peer_url()),
-            format!("--initial-cluster={initial_cluster}"),
-            format!("--initial-cluster-token={token}"),
-            // Restarted with its data, a member rejoins: the state flag is read only once.
-            "--initial-cluster-state=new".to_string(),
-            "--logger=zap".to_string(),
-            "--log-outputs=stderr".to_string(),
-        ];
+        let argv = member_argv(&m.spec, &m.data_dir, &initial_cluster, &token);
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         m.daemon = Some(Daemon::spawn(
-            Some(&s.netns),
+            Some(&m.spec.netns),
             &m.log_dir,
             "etcd",
             &argv,
-            &[("ETCD_UNSUPPORTED_ARCH", "")],
+            &[],
         )?);
         Ok(())
     }
@@ -232,6 +212,40 @@ impl EtcdCluster {
     }
 }
 
+/// `--initial-cluster` for these members.
+pub fn initial_cluster(specs: &[MemberSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("{}={}", s.name, s.peer_url()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The command line of one member of a cluster of `initial_cluster`.
+pub fn member_argv(
+    s: &MemberSpec,
+    data_dir: &Path,
+    initial_cluster: &str,
+    token: &str,
+) -> Vec<String> {
+    vec![
+        "etcd".to_string(),
+        format!("--name={}", s.name),
+        format!("--data-dir={}", data_dir.display()),
+        format!("--listen-client-urls={}", s.client_url()),
+        format!("--advertise-client-urls={}", s.client_url()),
+        format!("--listen-peer-urls={}", s.peer_url()),
+        format!("--initial-advertise-peer-urls={}", s.peer_url()),
+        format!("--initial-cluster={initial_cluster}"),
+        format!("--initial-cluster-token={token}"),
+        // Restarted with its data, a member rejoins: the state flag is only read on the first
+        // start.
+        "--initial-cluster-state=new".to_string(),
+        "--logger=zap".to_string(),
+        "--log-outputs=stderr".to_string(),
+    ]
+}
+
 /// What `gingham-lab status` shows of a member.
 #[derive(Debug, Clone)]
 pub struct MemberStatus {
@@ -243,7 +257,7 @@ pub struct MemberStatus {
 }
 
 /// (is it the leader, its revision), from `etcdctl endpoint status` against this member alone.
-fn member_status(spec: &MemberSpec) -> Result<(bool, i64)> {
+pub fn member_status(spec: &MemberSpec) -> Result<(bool, i64)> {
     let out = etcdctl(
         &spec.netns,
         &spec.client_url(),

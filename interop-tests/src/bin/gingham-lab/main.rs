@@ -2,10 +2,12 @@
 //!
 //! A bridge in its own network namespace is the underlay (172.18.0.0/16, like kind's Docker
 //! network); each node is a namespace with `eth0` on that bridge and a `gingham-agent` inside,
-//! all sharing one `file` datastore; each pod is a namespace wired by the real `gingham-cni`
+//! all sharing one `file` datastore (or, with `up --datastore etcd`, a three-member etcd cluster
+//! in namespaces of its own on the underlay); each pod is a namespace wired by the real `gingham-cni`
 //! binary, called as a container runtime would call it. Every command that changes the lab holds
 //! the lab's lock, so commands can run side by side.
 
+mod etcd;
 mod node;
 mod pod;
 mod show;
@@ -59,6 +61,10 @@ enum Cmd {
         /// `down` removes everything as usual).
         #[arg(long, hide = true)]
         no_agents: bool,
+        /// Where the agents keep IPAM and the registry: one `file` directory, or `etcd`, a
+        /// three-member etcd cluster in namespaces of its own on the underlay.
+        #[arg(long, default_value = "file", value_parser = ["file", "etcd"])]
+        datastore: String,
     },
     /// Nodes and pods of the running lab.
     Status {
@@ -93,8 +99,22 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Stop or start a member of the lab's etcd cluster (`up --datastore etcd`).
+    Etcd {
+        #[command(subcommand)]
+        what: EtcdCmd,
+    },
     /// Remove every namespace, link, process and file the lab made.
     Down,
+}
+
+#[derive(Subcommand)]
+enum EtcdCmd {
+    /// Stop a member (SIGTERM): with one of three stopped the cluster goes on; with two, it has
+    /// no quorum and the agents' IPAM requests fail with "try again later".
+    Stop { member: String },
+    /// Start a stopped member again with its data: it rejoins the cluster.
+    Start { member: String },
 }
 
 #[derive(Subcommand)]
@@ -163,12 +183,25 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A store on the lab's datastore, for what the lab does without an agent.
+fn open_store(st: &LabState) -> Result<std::sync::Arc<dyn ipam::Store>> {
+    if st.uses_etcd() {
+        etcd::open_store(st)
+    } else {
+        Ok(ipam::open_store(&format!(
+            "file:{}",
+            st.datastore.display()
+        ))?)
+    }
+}
+
 fn up(
     cli: &Cli,
     nodes: u16,
     pods_per_node: u8,
     agent_env: &[(String, String)],
     no_agents: bool,
+    datastore: &str,
 ) -> Result<()> {
     let (dir, prefix) = (cli.dir.as_path(), cli.prefix.as_str());
     let _lock = LabLock::acquire(dir)?;
@@ -189,6 +222,7 @@ fn up(
     for name in (0..nodes as usize)
         .map(|i| node::default_name(prefix, i))
         .chain([underlay.clone()])
+        .chain(etcd::netns_names(prefix))
     {
         if sys::netns_exists(&name) {
             bail!("network namespace {name} exists but no lab state was found in {}: remove it (`ip netns del {name}`) or pass --dir and --prefix", dir.display());
@@ -203,6 +237,7 @@ fn up(
         pods: vec![],
         next_node: 0,
         agent_env: agent_env.to_vec(),
+        etcd: vec![],
     };
     st.save(dir)?;
     say!("Creating the underlay bridge (172.18.0.0/16) in namespace {underlay}");
@@ -225,6 +260,21 @@ fn up(
     // that address, which a real host's default route provides. Packets sent to it stop in the
     // underlay namespace (it does not forward).
     sys::ip(&underlay, &["addr", "add", "172.18.0.1/16", "dev", "br0"])?;
+    if datastore == "etcd" {
+        say!(
+            "Starting a {}-member etcd cluster, each member in a namespace of its own on the underlay",
+            etcd::MEMBERS
+        );
+        etcd::create(dir, &mut st)?;
+        for i in 0..st.etcd.len() {
+            etcd::start(&mut st, i)?;
+        }
+        st.save(dir)?;
+        etcd::wait_healthy(&st, Duration::from_secs(60))?;
+        for m in &st.etcd {
+            say!("etcd member {}: {}:2379 ({})", m.name, m.ip, etcd::state(m));
+        }
+    }
     for i in 0..nodes as usize {
         let name = node::default_name(prefix, i);
         node::create(dir, &mut st, &name, None, false)?;
@@ -234,6 +284,7 @@ fn up(
     for n in &st.nodes {
         node::write_neighbours(n, &all)?;
     }
+    etcd::write_neighbours(&st)?;
     say!(
         "{} nodes on the underlay, each with permanent neighbour entries for the others (no ARP)",
         st.nodes.len()
@@ -316,18 +367,32 @@ fn down(dir: &Path) -> Result<()> {
     // namespaces go in parallel, so 250 nodes come down in seconds, not minutes.
     let pids: Vec<i32> = st.nodes.iter().map(|n| n.agent_pid).collect();
     sys::stop_all(&pids);
+    // The members after the agents, so no agent logs a lost datastore on its way out.
+    let members: Vec<i32> = st.etcd.iter().map(|m| m.pid).collect();
+    sys::stop_all(&members);
     let names: Vec<&str> = st
         .pods
         .iter()
         .map(|p| p.netns.as_str())
         .chain(st.nodes.iter().map(|n| n.netns.as_str()))
+        .chain(st.etcd.iter().map(|m| m.netns.as_str()))
         .collect();
     let deleted = sys::netns_del_all(&names)?;
     say!(
-        "Stopped {} agents and deleted {deleted} namespaces ({} pods, {} nodes)",
+        "Stopped {} agents{} and deleted {deleted} namespaces ({} pods, {} nodes{})",
         pids.len(),
+        if st.uses_etcd() {
+            " and the etcd members"
+        } else {
+            ""
+        },
         st.pods.len(),
-        st.nodes.len()
+        st.nodes.len(),
+        if st.uses_etcd() {
+            ", the etcd members"
+        } else {
+            ""
+        }
     );
     if sys::netns_del(&st.underlay_netns)? {
         say!("Deleted the underlay namespace {}", st.underlay_netns);
@@ -354,6 +419,7 @@ fn node_add(cli: &Cli, name: Option<String>) -> Result<()> {
         for other in st.nodes.iter().filter(|n| n.name != name) {
             node::write_neighbours(other, &[&new])?;
         }
+        etcd::write_neighbours(&st)?;
         let pid = node::start_agent(&new.netns, &new.log, &new.agent)?;
         if let Some(n) = st.node_mut(&name) {
             n.agent_pid = pid;
@@ -407,7 +473,7 @@ fn node_del(cli: &Cli, name: &str) -> Result<()> {
     }
     // What `routectl node remove` does: the record goes (every agent drops the peer and its
     // routes) and its blocks and addresses are freed.
-    let store = ipam::open_store(&format!("file:{}", st.datastore.display()))?;
+    let store = open_store(&st)?;
     let registered = ipam::NodeRegistry::new(store.clone()).remove(name)?;
     let freed = ipam::Ipam::open(store, ipam::IpamSettings::default())?.release_node(name)?;
     st.nodes.retain(|n| n.name != name);
@@ -475,7 +541,42 @@ fn run(cli: &Cli) -> Result<i32> {
             pods_per_node,
             agent_env,
             no_agents,
-        } => up(cli, *nodes, *pods_per_node, agent_env, *no_agents)?,
+            datastore,
+        } => up(
+            cli,
+            *nodes,
+            *pods_per_node,
+            agent_env,
+            *no_agents,
+            datastore,
+        )?,
+        Cmd::Etcd { what } => {
+            let _lock = LabLock::acquire(dir)?;
+            let mut st = load(dir)?;
+            match what {
+                EtcdCmd::Stop { member } => {
+                    let i = etcd::index(&st, member)?;
+                    etcd::stop(&mut st, i)?;
+                    st.save(dir)?;
+                    let running = st.etcd.iter().filter(|m| sys::pid_alive(m.pid)).count();
+                    say!(
+                        "Stopped etcd member {member}: {running} of {} running{}",
+                        st.etcd.len(),
+                        if running * 2 > st.etcd.len() {
+                            " (a majority: the cluster goes on)"
+                        } else {
+                            " (no quorum: IPAM requests fail with \"try again later\"; forwarding goes on)"
+                        }
+                    );
+                }
+                EtcdCmd::Start { member } => {
+                    let i = etcd::index(&st, member)?;
+                    let pid = etcd::start(&mut st, i)?;
+                    st.save(dir)?;
+                    say!("Started etcd member {member} (pid {pid}); it rejoins with its data");
+                }
+            }
+        }
         Cmd::Down => down(dir)?,
         Cmd::Status { output } => show::status(&load(dir)?, output == "json", dir),
         Cmd::Pod {

@@ -42,24 +42,41 @@ pub fn address(index: usize) -> Result<Ipv4Addr> {
     ))
 }
 
-/// The agent's flags in the lab: the node's name and address, the shared file datastore, the
-/// node's own control socket, and metrics on the node namespace's loopback.
+/// The agent's flags in the lab: the node's name and address, the lab's datastore (the shared
+/// file directory, or the lab's etcd members), the node's own control socket, and metrics on
+/// the node namespace's loopback.
 pub fn lab_agent(name: &str, ip: Ipv4Addr, st: &LabState, node_dir: &Path) -> AgentSpec {
+    let datastore = if st.uses_etcd() {
+        vec![
+            "--datastore".into(),
+            "etcd".into(),
+            "--etcd-endpoints".into(),
+            st.etcd_endpoints(),
+        ]
+    } else {
+        vec![
+            "--datastore".into(),
+            format!("file:{}", st.datastore.display()),
+        ]
+    };
     AgentSpec {
-        args: vec![
+        args: [
             "--node-name".into(),
             name.into(),
             "--ip".into(),
             ip.to_string(),
             "--as".into(),
             AS.to_string(),
-            "--datastore".into(),
-            format!("file:{}", st.datastore.display()),
+        ]
+        .into_iter()
+        .chain(datastore)
+        .chain([
             "--control-socket".into(),
             node_dir.join("agent.sock").to_string_lossy().into_owned(),
             "--metrics-addr".into(),
             "127.0.0.1:9099".into(),
-        ],
+        ])
+        .collect(),
         // Two malloc arenas, not glibc's one per thread: the agent's threads allocate little,
         // and the slack of five arenas was a quarter of its private memory in a 250-node mesh.
         env: [("LOG_LEVEL", "info"), ("MALLOC_ARENA_MAX", "2")]
@@ -85,18 +102,22 @@ pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 1);
 /// entries by default) and a full mesh of N nodes needs N×(N-1) entries; permanent entries are
 /// exempt from that limit and need no ARP at all, so a 250-node lab runs on a stock kernel.
 pub fn write_neighbours(node: &NodeState, others: &[&NodeState]) -> Result<()> {
-    let mut batch = format!(
-        "neigh replace {GATEWAY} lladdr {} dev eth0 nud permanent\n",
-        mac(GATEWAY)
-    );
-    for o in others.iter().filter(|o| o.name != node.name) {
+    let ips: Vec<Ipv4Addr> = std::iter::once(GATEWAY)
+        .chain(others.iter().filter(|o| o.name != node.name).map(|o| o.ip))
+        .collect();
+    write_neighbour_ips(&node.netns, &ips)
+}
+
+/// Permanent neighbour entries for `ips` on `eth0` of `netns`, in one `ip -batch`.
+pub fn write_neighbour_ips(netns: &str, ips: &[Ipv4Addr]) -> Result<()> {
+    let mut batch = String::new();
+    for ip in ips {
         batch.push_str(&format!(
-            "neigh replace {} lladdr {} dev eth0 nud permanent\n",
-            o.ip,
-            mac(o.ip)
+            "neigh replace {ip} lladdr {} dev eth0 nud permanent\n",
+            mac(*ip)
         ));
     }
-    sys::ip_batch(&node.netns, &batch)
+    sys::ip_batch(netns, &batch)
 }
 
 /// Creates node `name` (namespace, veth to the bridge, address, default route) and records

@@ -172,7 +172,7 @@ pub fn del(dir: &Path, st: &mut LabState, name: &str, force: bool) -> Result<For
 /// back to the pool and the endpoint record goes (the agent, when it runs again, removes the
 /// host route as stale; the device went with the pod's namespace).
 fn release_directly(st: &LabState, pod: &PodState) -> Result<bool> {
-    let store = ipam::open_store(&format!("file:{}", st.datastore.display()))?;
+    let store = crate::open_store(st)?;
     let ipam = ipam::Ipam::open(store.clone(), ipam::IpamSettings::default())?;
     let handle = agent::daemon::endpoints::pod_handle(&pod.container_id);
     let released = !ipam.release(&handle)?.is_empty();

@@ -188,6 +188,15 @@ pub fn hints(cli: &Cli, st: &LabState) -> String {
     s
 }
 
+/// The datastore as the agents' flags name it.
+fn datastore(st: &LabState) -> String {
+    if st.uses_etcd() {
+        format!("etcd {}", st.etcd_endpoints())
+    } else {
+        format!("file:{}", st.datastore.display())
+    }
+}
+
 pub fn status(st: &LabState, as_json: bool, dir: &Path) {
     if as_json {
         let v = json!({
@@ -195,8 +204,18 @@ pub fn status(st: &LabState, as_json: bool, dir: &Path) {
             "prefix": st.prefix,
             "underlay_netns": st.underlay_netns,
             "subnet": st.subnet,
-            "datastore": format!("file:{}", st.datastore.display()),
-            "datastore_dir": st.datastore,
+            "datastore": datastore(st),
+            "datastore_dir": (!st.uses_etcd()).then_some(&st.datastore),
+            "etcd": st.etcd.iter().map(|m| json!({
+                "name": m.name,
+                "netns": m.netns,
+                "endpoint": format!("http://{}:2379", m.ip),
+                "running": sys::pid_alive(m.pid),
+                "state": crate::etcd::state(m),
+                "pid": m.pid,
+                "data_dir": m.data_dir,
+                "log": m.log,
+            })).collect::<Vec<_>>(),
             "nodes": st.nodes.iter().map(|n| json!({
                 "name": n.name,
                 "netns": n.netns,
@@ -220,12 +239,34 @@ pub fn status(st: &LabState, as_json: bool, dir: &Path) {
         return;
     }
     say!(
-        "Lab in {} (datastore file:{}), underlay {} in namespace {}",
+        "Lab in {} (datastore {}), underlay {} in namespace {}",
         dir.display(),
-        st.datastore.display(),
+        datastore(st),
         st.subnet,
         st.underlay_netns
     );
+    if st.uses_etcd() {
+        say!();
+        say!(
+            "{:<10} {:<24} {:<26} {:<10} {:<8} LOG",
+            "ETCD",
+            "NETNS",
+            "ENDPOINT",
+            "STATE",
+            "PID"
+        );
+        for m in &st.etcd {
+            say!(
+                "{:<10} {:<24} {:<26} {:<10} {:<8} {}",
+                m.name,
+                m.netns,
+                format!("http://{}:2379", m.ip),
+                crate::etcd::state(m),
+                m.pid,
+                m.log.display()
+            );
+        }
+    }
     say!();
     say!(
         "{:<24} {:<24} {:<14} {:<8} {:<44} LOG",

@@ -23,6 +23,21 @@ pub struct LabState {
     /// Extra environment for every agent (`up --agent-env KEY=VALUE`).
     #[serde(default)]
     pub agent_env: Vec<(String, String)>,
+    /// The lab's etcd cluster (`up --datastore etcd`); empty with the file datastore.
+    #[serde(default)]
+    pub etcd: Vec<EtcdMemberState>,
+}
+
+/// One etcd member: a namespace of its own on the underlay, its data and log under the lab dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EtcdMemberState {
+    pub name: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub pid: i32,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub bridge_port: String,
 }
 
 /// How a node's agent is started: kept so `restart-agent` starts it exactly the same way.
@@ -83,6 +98,19 @@ impl LabState {
         std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
         std::fs::rename(&tmp, Self::path(dir))?;
         Ok(())
+    }
+
+    pub fn uses_etcd(&self) -> bool {
+        !self.etcd.is_empty()
+    }
+
+    /// `--etcd-endpoints` for the lab's agents.
+    pub fn etcd_endpoints(&self) -> String {
+        self.etcd
+            .iter()
+            .map(|m| format!("http://{}:2379", m.ip))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeState> {
