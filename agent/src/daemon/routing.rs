@@ -50,6 +50,10 @@ pub const REPAIR_EVERY: Duration = Duration::from_secs(30);
 pub const SWEEP_AFTER: Duration = Duration::from_secs(20);
 /// ... or this long after every peer is Established (time to send their tables).
 pub const SETTLE: Duration = Duration::from_secs(3);
+/// A reconcile waits for the route stream to pause this long: one begun while a large table
+/// is still flowing in would snapshot the kernel half-written, and every route written after
+/// the snapshot would come back from the resync as a replace that meets itself.
+pub const QUIET: Duration = Duration::from_secs(1);
 /// Messages the owner's inbox holds.
 pub const INBOX: usize = 256;
 
@@ -253,6 +257,8 @@ pub struct RoutingOwner<K: Kernel> {
     reconcile: Option<Reconcile>,
     sweep: Sweep,
     next_repair: Instant,
+    /// When the last batch of route changes came (see [`QUIET`]).
+    last_batch: Instant,
 }
 
 impl<K: Kernel> RoutingOwner<K> {
@@ -280,6 +286,7 @@ impl<K: Kernel> RoutingOwner<K> {
                 started: now,
                 all_up_since: None,
             },
+            last_batch: now,
         }
     }
 
@@ -453,6 +460,7 @@ impl<K: Kernel> RoutingOwner<K> {
 
     /// Turns a batch of best-route changes into one batch of kernel operations.
     async fn apply_batch(&mut self, batch: RouteBatch) {
+        self.last_batch = Instant::now();
         let mut ops = Vec::with_capacity(batch.events.len());
         for event in &batch.events {
             let want = self.desired(event);
@@ -533,13 +541,21 @@ impl<K: Kernel> RoutingOwner<K> {
                     started,
                     all_up_since,
                 };
-                // Give peers a moment after Established to send their table before sweeping.
-                let settled = all_up_since.is_some_and(|t| now - t >= self.cfg.settle);
+                // Give peers a moment after Established to send their table before sweeping,
+                // and the table a pause in which to be written.
+                let quiet = now - self.last_batch >= QUIET;
+                let settled = all_up_since.is_some_and(|t| now - t >= self.cfg.settle) && quiet;
                 if (settled || now - started >= self.cfg.sweep_after) && self.reconcile.is_none() {
                     self.start_reconcile(routes).await?;
                 }
             }
-            Sweep::Done if now >= self.next_repair && self.reconcile.is_none() => {
+            // A repair waits for a pause too, but not longer than one more period.
+            Sweep::Done
+                if now >= self.next_repair
+                    && (now - self.last_batch >= QUIET
+                        || now >= self.next_repair + self.cfg.repair_every)
+                    && self.reconcile.is_none() =>
+            {
                 self.start_reconcile(routes).await?;
             }
             Sweep::Done => {}

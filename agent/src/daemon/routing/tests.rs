@@ -445,3 +445,36 @@ async fn the_running_owner_turns_messages_into_kernel_routes() {
     drop(h);
     assert!(task.await.unwrap().is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_repair_waits_for_the_route_stream_to_pause_but_not_forever() {
+    let k = FakeKernel::default();
+    let (mut o, sub) = owner(&k).await;
+    o.sweep = Sweep::Done;
+    o.next_repair = Instant::now();
+    // Routes flowing in: no snapshot of a half-written table.
+    o.apply_batch(batch(vec![best("192.168.1.0/26", PEER)]))
+        .await;
+    o.on_tick(&sub).await.unwrap();
+    assert!(
+        o.reconcile.is_none(),
+        "a repair began while routes were flowing"
+    );
+    tokio::time::advance(QUIET).await;
+    o.on_tick(&sub).await.unwrap();
+    assert!(o.reconcile.is_some(), "the repair began after the pause");
+
+    // A stream that never pauses delays the repair by one period at most.
+    let (mut o, sub) = owner(&k).await;
+    o.sweep = Sweep::Done;
+    o.next_repair = Instant::now();
+    let period = o.cfg.repair_every;
+    let start = Instant::now();
+    while o.reconcile.is_none() {
+        o.apply_batch(batch(vec![best("192.168.1.0/26", PEER)]))
+            .await;
+        o.on_tick(&sub).await.unwrap();
+        tokio::time::advance(Duration::from_millis(500)).await;
+    }
+    assert!(Instant::now() - start >= period && Instant::now() - start <= period + QUIET);
+}
