@@ -211,6 +211,16 @@ fn propagate_gingham(trials: usize, dir: &Path) -> Result<Latency> {
     )?;
     let (nodes, _) = mesh::lab_nodes(&lab.dir)?;
     let (a, b) = (&nodes[0], &nodes[1]);
+    // Every trial claims one more block on A: lift the per-node limit (20 by default) above
+    // the trials, as `IPAMConfig.maxBlocksPerHost` does on a real cluster.
+    {
+        let store = ipam::open_store(&format!("file:{}", lab.dir.join("datastore").display()))?;
+        let ipam = ipam::Ipam::open(store, ipam::IpamSettings::default())?;
+        ipam.set_config(ipam::IpamConfig {
+            max_blocks_per_host: trials as u32 + 8,
+            ..ipam.config()?
+        })?;
+    }
     let mut b_routes = counter_in(b)?;
     let mut pods = PodNamespaces(Vec::new());
     let mut ms = Vec::with_capacity(trials);
@@ -235,9 +245,19 @@ fn propagate_gingham(trials: usize, dir: &Path) -> Result<Latency> {
             let id = format!("bench{k:04}");
             std::thread::spawn(move || cni(&node, &ns, &id, "ADD"))
         };
-        let took = wait_for_route(&mut b_routes, base, t0)?;
-        add.join()
-            .map_err(|_| anyhow::anyhow!("ADD thread panicked"))??;
+        let took = wait_for_route(&mut b_routes, base, t0);
+        let added = add
+            .join()
+            .map_err(|_| anyhow::anyhow!("ADD thread panicked"))?;
+        let blocks = || routectl(a, &["show", "blocks"]).map(|v| v["blocks"].clone());
+        let took = took.with_context(|| {
+            format!(
+                "trial {k}: the CNI ADD on {} said {added:?}; its blocks: {:?}",
+                a.name,
+                blocks()
+            )
+        })?;
+        added?;
         ms.push(took);
     }
     drop(pods);
