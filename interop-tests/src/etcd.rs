@@ -21,11 +21,25 @@ pub struct MemberSpec {
     pub ip: Ipv4Addr,
     pub client_port: u16,
     pub peer_port: u16,
+    /// Clients must come over TLS with a certificate this CA signed.
+    pub tls: Option<MemberTls>,
+}
+
+/// PEM files of a member that serves clients over TLS and asks for their certificates.
+#[derive(Debug, Clone)]
+pub struct MemberTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    /// A client certificate and key that CA signed, for `etcdctl`.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl MemberSpec {
     pub fn client_url(&self) -> String {
-        format!("http://{}:{}", self.ip, self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.ip, self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
@@ -81,6 +95,7 @@ impl EtcdCluster {
                 ip: Ipv4Addr::LOCALHOST,
                 client_port: 2379 + 10 * i as u16,
                 peer_port: 2380 + 10 * i as u16,
+                tls: None,
             })
             .collect();
         EtcdCluster::new(specs, dir, netns)
@@ -228,7 +243,15 @@ pub fn member_argv(
     initial_cluster: &str,
     token: &str,
 ) -> Vec<String> {
-    vec![
+    let tls = s.tls.iter().flat_map(|t| {
+        [
+            format!("--cert-file={}", t.cert.display()),
+            format!("--key-file={}", t.key.display()),
+            format!("--trusted-ca-file={}", t.ca.display()),
+            "--client-cert-auth".to_string(),
+        ]
+    });
+    let mut argv = vec![
         "etcd".to_string(),
         format!("--name={}", s.name),
         format!("--data-dir={}", data_dir.display()),
@@ -243,7 +266,9 @@ pub fn member_argv(
         "--initial-cluster-state=new".to_string(),
         "--logger=zap".to_string(),
         "--log-outputs=stderr".to_string(),
-    ]
+    ];
+    argv.extend(tls);
+    argv
 }
 
 /// What `gingham-lab status` shows of a member.
@@ -258,11 +283,15 @@ pub struct MemberStatus {
 
 /// (is it the leader, its revision), from `etcdctl endpoint status` against this member alone.
 pub fn member_status(spec: &MemberSpec) -> Result<(bool, i64)> {
-    let out = etcdctl(
-        &spec.netns,
-        &spec.client_url(),
-        &["endpoint", "status", "-w", "json"],
-    )?;
+    let mut args: Vec<String> = Vec::new();
+    if let Some(t) = &spec.tls {
+        args.push(format!("--cacert={}", t.ca.display()));
+        args.push(format!("--cert={}", t.client_cert.display()));
+        args.push(format!("--key={}", t.client_key.display()));
+    }
+    args.extend(["endpoint", "status", "-w", "json"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = etcdctl(&spec.netns, &spec.client_url(), &args)?;
     let v: serde_json::Value = serde_json::from_str(&out).context("etcdctl endpoint status")?;
     let s = &v[0]["Status"];
     let member = s["header"]["member_id"].as_u64().context("member_id")?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use interop_tests::etcd::{etcdctl, EtcdCluster, MemberSpec};
+use interop_tests::etcd::{etcdctl, EtcdCluster, MemberSpec, MemberTls};
 use interop_tests::{veth_pair, Netns, TestDir};
 use ipam::store::{EtcdConfig, EtcdStore, Kind, Store, StoreError, WatchEvent};
 use ipam::{NodeRecord, NodeRegistry};
@@ -92,6 +92,7 @@ fn a_watch_resumes_after_a_disconnect_and_relists_past_a_compaction() -> Result<
         ip: "10.77.0.1".parse()?,
         client_port: 2379,
         peer_port: 2380,
+        tls: None,
     };
     let mut cluster = EtcdCluster::new(vec![spec], dir.path(), server.name())?;
     cluster.start()?;
@@ -255,5 +256,126 @@ fn without_quorum_a_call_fails_fast_with_unavailable_and_recovers() -> Result<()
         .map(|r| r.name)
         .collect();
     assert_eq!(names, ["p", "q", "r"]);
+    Ok(())
+}
+
+/// `openssl` run for its side effects, failing with its message.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("openssl is not installed")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A CA, and a certificate it signed for `name` with `ext` (subjectAltName, key usage).
+fn issue(dir: &std::path::Path, name: &str, ext: &str) -> Result<()> {
+    std::fs::write(dir.join(format!("{name}.ext")), ext)?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            &format!("{name}.pem"),
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    )
+}
+
+#[test]
+fn tls_with_client_certificates_works_and_a_client_without_one_is_refused_clearly() -> Result<()> {
+    let dir = TestDir::new("etcdtls")?;
+    let ns = Netns::new("getcdt")?;
+    let pki = dir.sub("pki")?;
+    openssl(
+        &pki,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=gingham-test-ca",
+        ],
+    )?;
+    issue(
+        &pki,
+        "etcd0",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )?;
+    issue(&pki, "agent", "extendedKeyUsage=clientAuth\n")?;
+    let tls = MemberTls {
+        cert: pki.join("etcd0.pem"),
+        key: pki.join("etcd0.key"),
+        ca: pki.join("ca.pem"),
+        client_cert: pki.join("agent.pem"),
+        client_key: pki.join("agent.key"),
+    };
+    let spec = MemberSpec {
+        name: "etcd0".into(),
+        netns: ns.name().into(),
+        ip: "127.0.0.1".parse()?,
+        client_port: 2379,
+        peer_port: 2380,
+        tls: Some(tls.clone()),
+    };
+    let mut cluster = EtcdCluster::new(vec![spec], dir.path(), ns.name())?;
+    cluster.start()?;
+    let endpoints = cluster.endpoints();
+    assert!(endpoints[0].starts_with("https://"));
+    let mut cfg = config(endpoints, "/tls/");
+    cfg.ca_file = Some(tls.ca.clone());
+    cfg.cert_file = Some(tls.client_cert.clone());
+    cfg.key_file = Some(tls.client_key.clone());
+    let store = store_in(&ns, cfg.clone())?;
+    ipam::conformance::crud_and_cas(&*store);
+
+    // No client certificate: etcd ends the handshake; the error says etcd is unavailable.
+    cfg.cert_file = None;
+    cfg.key_file = None;
+    cfg.timeout = Duration::from_secs(2);
+    let anonymous = store_in(&ns, cfg)?;
+    let err = anonymous.get(Kind::Node, "a").unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains("etcd did not answer"), "{err}");
     Ok(())
 }

@@ -114,6 +114,19 @@ fn the_etcd_lab_survives_a_member_and_quorum_loss_and_drops_a_killed_node() {
     // Two down: no quorum. Forwarding goes on; a new pod is told to try again later.
     lab.ok(&["etcd", "stop", "etcd1"]);
     assert!(ping(), "ping without quorum");
+    let socket0 = node(&st, &names[0])["control_socket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sessions = routectl(&socket0, &["show", "peers"]);
+    assert!(
+        sessions
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "Established"),
+        "sessions stay up without quorum: {sessions}"
+    );
     let out = lab.cmd(&["pod", "add", worker, "no-quorum"]);
     let text = format!(
         "{}{}",

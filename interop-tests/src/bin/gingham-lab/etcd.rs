@@ -29,6 +29,7 @@ pub fn spec(m: &EtcdMemberState) -> MemberSpec {
         ip: m.ip,
         client_port: 2379,
         peer_port: 2380,
+        tls: None,
     }
 }
 
