@@ -11,9 +11,9 @@ use labkit::{routectl, routes, Lab};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const PODS: usize = 200;
 
@@ -27,6 +27,35 @@ fn agent_pid(lab: &Lab, node: &str) -> i32 {
         .unwrap()
         .clone();
     n["agent_pid"].as_i64().unwrap() as i32
+}
+
+/// When the killer strikes: a kill at a fixed delay lands after a fast ADD has finished, so it
+/// waits for a sign that the ADD is under way (polled every 100 µs; 10 s at most).
+enum Trigger {
+    /// This path exists.
+    Appears(PathBuf),
+    /// This directory holds more entries than it did.
+    Grows(PathBuf, usize),
+}
+
+impl Trigger {
+    fn wait(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            let fired = match self {
+                Trigger::Appears(p) => p.exists(),
+                Trigger::Grows(dir, n) => entries(dir) > *n,
+            };
+            if fired {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
+
+fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
 /// `routectl ipam <what>` as text: (success, output).
@@ -59,6 +88,7 @@ fn an_agent_killed_during_200_pod_creations_leaves_nothing_inconsistent() {
         .to_string();
     let ns0 = st["nodes"][0]["netns"].as_str().unwrap().to_string();
     let ns1 = st["nodes"][1]["netns"].as_str().unwrap().to_string();
+    let datastore = PathBuf::from(st["datastore_dir"].as_str().unwrap());
     lab.ok(&["pod", "add", &node1, "far"]);
 
     let mut failed = Vec::new();
@@ -67,10 +97,20 @@ fn an_agent_killed_during_200_pod_creations_leaves_nothing_inconsistent() {
         let name = format!("p{i}");
         let killer = (i == 60 || i == 140).then(|| {
             let pid = agent_pid(&lab, &node0);
-            // Land inside the ADD: the lab has made the namespace by then.
-            let delay = Duration::from_millis(if i == 60 { 30 } else { 60 });
+            let trigger = if i == 60 {
+                // As the ADD begins: the lab has made the pod's namespace and is about to
+                // call the plugin.
+                Trigger::Appears(PathBuf::from(format!(
+                    "/var/run/netns/{}-{name}",
+                    lab.prefix
+                )))
+            } else {
+                // In the middle of the IPAM writes: the block is written, its handle appears.
+                let dir = datastore.join("IPAMHandle");
+                Trigger::Grows(dir.clone(), entries(&dir))
+            };
             std::thread::spawn(move || {
-                std::thread::sleep(delay);
+                trigger.wait();
                 nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,

@@ -114,6 +114,16 @@ fn describe(e: &etcd_client::Error) -> String {
     }
 }
 
+/// What a caller is told when etcd did not serve a call within its deadline.
+fn no_answer(timeout: Duration, last: Option<&etcd_client::Error>) -> StoreError {
+    StoreError::Unavailable(format!(
+        "etcd did not answer within {} s (no quorum, or no member reachable){}",
+        timeout.as_secs_f32(),
+        last.map(|e| format!("; last error: {}", describe(e)))
+            .unwrap_or_default()
+    ))
+}
+
 /// The request timed out in the client (tonic's deadline) rather than being refused.
 fn timed_out(e: &etcd_client::Error) -> bool {
     match e {
@@ -243,22 +253,21 @@ impl EtcdStore {
             let r = loop {
                 match tokio::time::timeout_at(deadline, op(client.clone())).await {
                     Ok(Ok(v)) => break Ok(v),
-                    Ok(Err(e))
-                        if retriable(&e) && tokio::time::Instant::now() + PAUSE < deadline =>
-                    {
-                        last = Some(e);
-                        tokio::time::sleep(PAUSE).await;
+                    Ok(Err(e)) if retriable(&e) || timed_out(&e) => {
+                        if retriable(&e) && tokio::time::Instant::now() + PAUSE < deadline {
+                            last = Some(e);
+                            tokio::time::sleep(PAUSE).await;
+                            continue;
+                        }
+                        // Out of time while etcd could not serve: the same thing to a user
+                        // however the last try failed.
+                        if !timed_out(&e) {
+                            last = Some(e);
+                        }
+                        break Err(no_answer(timeout, last.as_ref()));
                     }
-                    Ok(Err(e)) if !timed_out(&e) => break Err(unavailable(e)),
-                    // The client's own request timeout, or ours: the same thing to a user.
-                    Ok(Err(_)) | Err(_) => {
-                        break Err(StoreError::Unavailable(format!(
-                            "etcd did not answer within {} s (no quorum, or no member reachable){}",
-                            timeout.as_secs_f32(),
-                            last.map(|e| format!("; last error: {}", describe(&e)))
-                                .unwrap_or_default()
-                        )))
-                    }
+                    Ok(Err(e)) => break Err(unavailable(e)),
+                    Err(_) => break Err(no_answer(timeout, last.as_ref())),
                 }
             };
             let _ = tx.send(r);

@@ -115,8 +115,22 @@ pub fn stop_all(pids: &[i32]) {
 }
 
 pub fn pid_alive(pid: i32) -> bool {
-    // Signal 0 only checks that the process exists.
-    pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok()
+    // Signal 0 only checks that the process exists, and a zombie exists: an agent the lab
+    // started is reparented to PID 1 when the lab command exits, and a PID 1 that reaps late
+    // (as in some containers and VMs) leaves a killed agent a zombie for a while. A zombie
+    // runs nothing, so it counts as dead.
+    pid > 0 && nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok() && !zombie(pid)
+}
+
+/// The process has exited and waits to be reaped (state Z, or X while it goes).
+fn zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold any byte.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|s| s == "Z" || s == "X")
 }
 
 /// SIGTERM, and waits up to `grace` for the process to exit; false if it is still there.
@@ -149,4 +163,34 @@ pub fn stop_pid(pid: i32) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        // Not reaped yet: the process has exited but still exists as a zombie.
+        let start = std::time::Instant::now();
+        while !zombie(pid) && start.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(nix::sys::signal::kill(Pid::from_raw(pid), None).is_ok());
+        assert!(
+            !pid_alive(pid),
+            "an exited, unreaped process counts as dead"
+        );
+        child.wait().unwrap();
+
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(pid_alive(sleeper.id() as i32));
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+    }
 }
