@@ -266,6 +266,11 @@ impl Agent {
     pub fn kill(&mut self) {
         self.daemon.kill();
     }
+
+    /// How the agent ended, or `None` while it runs.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.daemon.exit_status()
+    }
 }
 
 /// `$<env>` if set, else `<workspace>/target/<profile>/<name>`.

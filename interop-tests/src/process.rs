@@ -18,6 +18,8 @@ pub struct Daemon {
     child: Child,
     log: PathBuf,
     reaped: bool,
+    /// How it ended, once reaped by [`Daemon::is_running`] or [`Daemon::exit_status`].
+    status: Option<std::process::ExitStatus>,
 }
 
 impl Daemon {
@@ -63,6 +65,7 @@ impl Daemon {
             child,
             log: log_path,
             reaped: false,
+            status: None,
         })
     }
 
@@ -84,13 +87,20 @@ impl Daemon {
             return false;
         }
         match self.child.try_wait() {
-            Ok(Some(_)) => {
+            Ok(Some(status)) => {
                 self.reaped = true;
+                self.status = Some(status);
                 false
             }
             Ok(None) => true,
             Err(_) => false,
         }
+    }
+
+    /// How the process ended, or `None` while it runs (reaps it if it exited).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.is_running();
+        self.status
     }
 
     /// Whether the process has exited, without reaping it (so `&self` suffices).
@@ -167,7 +177,7 @@ impl Daemon {
             return;
         }
         self.signal(nix::sys::signal::Signal::SIGKILL);
-        let _ = self.child.wait();
+        self.status = self.child.wait().ok();
         self.reaped = true;
     }
 }

@@ -23,6 +23,9 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request) -> HandlerFuture<'_>;
 }
 
+/// How often the server checks that its socket file is still its own.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("control socket {path}: {source}")]
@@ -30,11 +33,27 @@ pub enum ServerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Someone removed the socket file or bound another socket at its path: no client (the CNI
+    /// plugin, routectl) can reach this agent any more, so it must not go on as if it could.
+    #[error(
+        "control socket {path} was removed or replaced: clients can no longer reach this agent"
+    )]
+    Gone { path: PathBuf },
 }
 
 /// A bound control socket.
 pub struct Server {
     listener: UnixListener,
+    path: PathBuf,
+    /// The socket file's (device, inode) as bound.
+    file: (u64, u64),
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 impl Server {
@@ -53,15 +72,42 @@ impl Server {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(bind_err(e)),
         }
-        let listener = UnixListener::bind(path).map_err(bind_err)?;
+        // The socket is made with mode 0600 (umask 0177 around bind), so there is no moment at
+        // which anybody else may connect; the chmod after it is for a umask we did not expect.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(path);
+        nix::sys::stat::umask(old);
+        let listener = bound.map_err(bind_err)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-        Ok(Server { listener })
+        let file = file_id(path).ok_or_else(|| {
+            bind_err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the socket file vanished right after bind",
+            ))
+        })?;
+        Ok(Server {
+            listener,
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
-    /// Answers connections, one task each, for as long as the agent runs.
-    pub async fn serve(self, handler: Arc<dyn Handler>) {
+    /// Answers connections, one task each, for as long as the agent runs. Ends with
+    /// [`ServerError::Gone`] when the socket file is no longer this server's.
+    pub async fn serve(self, handler: Arc<dyn Handler>) -> Result<(), ServerError> {
+        let mut check = tokio::time::interval(CHECK_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            match self.listener.accept().await {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = check.tick() => {
+                    if file_id(&self.path) != Some(self.file) {
+                        return Err(ServerError::Gone { path: self.path.clone() });
+                    }
+                    continue;
+                }
+            };
+            match accepted {
                 Ok((stream, _)) => {
                     let handler = handler.clone();
                     tokio::spawn(async move {
@@ -85,7 +131,9 @@ pub fn serve(
     handler: Arc<dyn Handler>,
 ) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let server = Server::bind(path)?;
-    Ok(tokio::spawn(server.serve(handler)))
+    Ok(tokio::spawn(async move {
+        let _ = server.serve(handler).await;
+    }))
 }
 
 async fn answer(stream: UnixStream, handler: Arc<dyn Handler>) -> std::io::Result<()> {

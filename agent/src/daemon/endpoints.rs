@@ -4,7 +4,7 @@
 use super::error::AgentError;
 use super::Agent;
 use crate::control::api::{Assignment, EndpointRecord};
-use ipam::resources::{self, Resource, Versioned};
+use ipam::resources::{self, InvalidRecord, Resource, Versioned};
 use ipam::store::Kind;
 use ipam::{Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -27,15 +27,12 @@ pub struct WorkloadEndpoint {
 impl Resource for WorkloadEndpoint {
     const KIND: Kind = Kind::WorkloadEndpoint;
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidRecord> {
         if self.endpoint.container_id.is_empty() {
-            return Err("empty container ID".into());
+            return Err(InvalidRecord::Empty("container ID"));
         }
         if !self.endpoint.interface.starts_with("cali") {
-            return Err(format!(
-                "interface {} is not a cali device",
-                self.endpoint.interface
-            ));
+            return Err(InvalidRecord::NotCali(self.endpoint.interface.clone()));
         }
         Ok(())
     }

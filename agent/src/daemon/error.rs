@@ -54,6 +54,7 @@ pub enum AgentError {
     #[error("the {task} task stopped{}", .reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
     TaskEnded {
         task: &'static str,
+        #[source]
         reason: Option<Box<AgentError>>,
     },
     #[error("the {task} task panicked: {message}")]
@@ -62,7 +63,7 @@ pub enum AgentError {
     #[error("the routing owner has stopped")]
     OwnerStopped,
     #[error("a blocking datastore task failed: {0}")]
-    Blocking(String),
+    Blocking(#[from] tokio::task::JoinError),
 
     // What a request can be refused for.
     #[error("interface {0} is not a cali device")]
@@ -120,12 +121,6 @@ impl AgentError {
             | AgentError::HostRouteMissing(_) => ErrorKind::NotFound,
             _ => ErrorKind::Internal,
         }
-    }
-}
-
-impl From<tokio::task::JoinError> for AgentError {
-    fn from(e: tokio::task::JoinError) -> Self {
-        AgentError::Blocking(e.to_string())
     }
 }
 

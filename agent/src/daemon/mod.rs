@@ -339,7 +339,7 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
     {
         let handler = handler.clone();
         tasks.spawn("control socket", async move {
-            control.serve(handler).await;
+            control.serve(handler).await?;
             Ok(())
         });
     }

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::Resource;
+use super::{InvalidRecord, Resource};
 use crate::store::Kind;
 
 /// Who holds an address: the handle (container ID) and the owner's attributes (`node`, `pod`,
@@ -51,19 +51,19 @@ pub struct AllocationBlock {
 impl Resource for AllocationBlock {
     const KIND: Kind = Kind::IPAMBlock;
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidRecord> {
         if self.cidr.prefix_len() < 16 {
-            return Err(format!("block {} is larger than a /16", self.cidr));
+            return Err(InvalidRecord::BlockTooLarge(self.cidr));
         }
         if self.cidr != self.cidr.trunc() {
-            return Err(format!("block {} is not a network address", self.cidr));
+            return Err(InvalidRecord::NotNetworkAddress(self.cidr));
         }
         let size = self.size();
         if self.allocations.len() != size {
-            return Err(format!(
-                "{} allocation slots for a block of {size}",
-                self.allocations.len()
-            ));
+            return Err(InvalidRecord::SlotCount {
+                slots: self.allocations.len(),
+                size,
+            });
         }
         if let Some(i) = self
             .allocations
@@ -71,14 +71,14 @@ impl Resource for AllocationBlock {
             .flatten()
             .find(|&&i| i >= self.attributes.len())
         {
-            return Err(format!("allocation points at missing attribute {i}"));
+            return Err(InvalidRecord::MissingAttribute(*i));
         }
         let free: BTreeSet<u32> = self.unallocated.iter().copied().collect();
         let expected: BTreeSet<u32> = (0..size as u32)
             .filter(|&o| self.allocations[o as usize].is_none())
             .collect();
         if free.len() != self.unallocated.len() || free != expected {
-            return Err("unallocated list does not match the free slots".into());
+            return Err(InvalidRecord::FreeListMismatch);
         }
         Ok(())
     }

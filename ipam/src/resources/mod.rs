@@ -31,9 +31,30 @@ pub trait Resource: Serialize + DeserializeOwned + Clone {
 
     /// Checks what the type system cannot (lengths that must agree, indexes in range), so that
     /// code using a decoded record never indexes out of bounds on a hand-edited file.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidRecord> {
         Ok(())
     }
+}
+
+/// Why a record that decoded as JSON is still not a record Gingham can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRecord {
+    #[error("empty {0}")]
+    Empty(&'static str),
+    #[error("block {0} is larger than a /16")]
+    BlockTooLarge(Ipv4Net),
+    #[error("block {0} is not a network address")]
+    NotNetworkAddress(Ipv4Net),
+    #[error("{slots} allocation slots for a block of {size}")]
+    SlotCount { slots: usize, size: usize },
+    #[error("allocation points at missing attribute {0}")]
+    MissingAttribute(usize),
+    #[error("unallocated list does not match the free slots")]
+    FreeListMismatch,
+    #[error(transparent)]
+    Pool(#[from] crate::IpamError),
+    #[error("interface {0} is not a cali device")]
+    NotCali(String),
 }
 
 /// A typed record with the name and revision it was read at.
@@ -63,7 +84,7 @@ pub fn decode<T: Resource>(rec: Record) -> Result<Versioned<T>, CorruptRecord> {
         .map_err(|e| corrupt_record(rec.kind, &rec.name, e.to_string()))?;
     value
         .validate()
-        .map_err(|e| corrupt_record(rec.kind, &rec.name, e))?;
+        .map_err(|e| corrupt_record(rec.kind, &rec.name, e.to_string()))?;
     Ok(Versioned {
         name: rec.name,
         revision: rec.revision,

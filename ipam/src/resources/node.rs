@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::Resource;
+use super::{InvalidRecord, Resource};
 use crate::store::Kind;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,9 +22,9 @@ pub struct NodeRecord {
 impl Resource for NodeRecord {
     const KIND: Kind = Kind::Node;
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidRecord> {
         if self.name.is_empty() {
-            return Err("empty node name".into());
+            return Err(InvalidRecord::Empty("node name"));
         }
         Ok(())
     }
@@ -43,9 +43,9 @@ pub struct NodeLease {
 impl Resource for NodeLease {
     const KIND: Kind = Kind::NodeLease;
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidRecord> {
         if self.node.is_empty() {
-            return Err("empty node name".into());
+            return Err(InvalidRecord::Empty("node name"));
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::Resource;
+use super::{InvalidRecord, Resource};
 use crate::error::IpamError;
 use crate::store::Kind;
 
@@ -24,10 +24,9 @@ pub struct IpPool {
 impl Resource for IpPool {
     const KIND: Kind = Kind::IPPool;
 
-    fn validate(&self) -> Result<(), String> {
-        IpPool::new(self.cidr, self.block_size)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    fn validate(&self) -> Result<(), InvalidRecord> {
+        IpPool::new(self.cidr, self.block_size)?;
+        Ok(())
     }
 }
 
