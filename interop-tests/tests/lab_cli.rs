@@ -6,7 +6,6 @@ mod labkit;
 
 use labkit::{routes, wait_until, Lab, LAB};
 use serde_json::Value;
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -51,24 +50,24 @@ fn the_lab_for_a_newcomer() {
         .unwrap();
     assert!(out.status.success(), "{:?}", out);
 
-    // `status | head -1`: the reader goes away after one line; no panic, no backtrace.
-    let mut child = Command::new(LAB)
+    // `status | head -1`: the reader goes away. Here it is gone before the first write (a
+    // pipe whose read end is already closed), so every write meets EPIPE: no panic, no
+    // backtrace, and the status of a command whose reader left, not of a crash.
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    let out = Command::new(LAB)
         .args(["--dir", &dir, "--prefix", &lab.prefix, "status"])
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(write_end))
         .stderr(Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    let mut first = [0u8; 8];
-    child
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut first)
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+
+    // --version, as every binary has.
+    let version = lab.ok(&["--version"]);
+    assert!(version.starts_with("gingham-lab "), "{version}");
 
     // status -o json has the datastore and the logs.
     let st = lab.status();
@@ -183,6 +182,26 @@ fn the_lab_for_a_newcomer() {
         !lab.dir.join("taken").exists(),
         "a failed node add leaves no folder"
     );
+
+    // Names are Kubernetes names, and never one of the lab's own directories.
+    for bad in ["../x", "Upper", "a_b", "x-"] {
+        let out = lab.cmd(&["node", "add", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("invalid node name"),
+            "{bad}: {err}"
+        );
+    }
+    let datastore = std::path::PathBuf::from(st["datastore_dir"].as_str().unwrap());
+    let name = datastore.file_name().unwrap().to_str().unwrap();
+    let out = lab.cmd(&["node", "add", name]);
+    assert!(!out.status.success(), "a node named like the datastore");
+    assert!(
+        datastore.is_dir(),
+        "the datastore survives a refused node add"
+    );
+    let out = lab.cmd(&["pod", "add", &n0, "../p"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid pod name"));
 
     // node del: its agent, namespace and registry record go.
     lab.ok(&["node", "del", "extra"]);

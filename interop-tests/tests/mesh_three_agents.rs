@@ -146,6 +146,19 @@ fn three_agents_mesh_routes_blackholes_and_node_removal() -> Result<()> {
         "{summary}"
     );
 
+    // show peers: each state change as an absolute UTC time and as an age.
+    let peers = agents[0].routectl_text(&["show", "peers"])?;
+    let state_line = peers
+        .lines()
+        .find(|l| l.trim_start().starts_with("State:"))
+        .unwrap_or_default();
+    assert!(
+        state_line.contains("Established since 20")
+            && state_line.contains(" UTC (")
+            && state_line.contains(" ago)"),
+        "{peers}"
+    );
+
     // Node 2 goes for good: its agent stops, and an operator removes the node.
     agents[2].stop();
     let removed: Value = agents[0].routectl(&["node", "remove", "node2"])?;

@@ -403,12 +403,29 @@ fn down(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Node and pod names become namespace and directory names: like Kubernetes names they are
+/// RFC 1123 labels (lower-case letters, digits and '-', at most 63), which also keeps them
+/// from reaching outside the lab's directory (`../x`).
+fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !ok {
+        bail!("invalid {what} name '{name}': use lower-case letters, digits and '-' (at most 63, starting and ending with a letter or digit), as Kubernetes names");
+    }
+    Ok(())
+}
+
 fn node_add(cli: &Cli, name: Option<String>) -> Result<()> {
     let dir = cli.dir.as_path();
     let node = {
         let _lock = LabLock::acquire(dir)?;
         let mut st = load(dir)?;
         let name = name.unwrap_or_else(|| node::default_name(&st.prefix, st.next_node));
+        check_name("node", &name)?;
         if st.node(&name).is_some() {
             bail!("a node named {name} already exists");
         }
@@ -584,6 +601,9 @@ fn run(cli: &Cli) -> Result<i32> {
         } => {
             let _lock = LabLock::acquire(dir)?;
             let mut st = load(dir)?;
+            if let Some(n) = name {
+                check_name("pod", n)?;
+            }
             let pod = pod::add(dir, &mut st, node, name.clone())?;
             say!(
                 "Pod {} on {}: {} via {}",

@@ -137,6 +137,14 @@ pub fn create(
         bail!("network namespace {netns} already exists (not made by this lab?): remove it with `ip netns del {netns}` or choose another name");
     }
     let node_dir = dir.join(name);
+    // Never a directory the lab already has (its datastore, an etcd member's): a failed create
+    // removes the node's directory.
+    if node_dir.exists() {
+        bail!(
+            "{} already exists in the lab's directory: choose another node name",
+            node_dir.display()
+        );
+    }
     std::fs::create_dir_all(&node_dir)?;
     let spec = spec.unwrap_or_else(|| lab_agent(name, ip, st, &node_dir));
     let port = format!("p{}", index + 1);
