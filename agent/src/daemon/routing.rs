@@ -27,8 +27,8 @@
 //! - best local and one of our blocks (shorter than /32): `blackhole <prefix> proto bird`;
 //! - anything else (withdrawn, a borrowed /32, an `--advertise` prefix): no route of ours.
 //!
-//! Reconcile (after a restart, once the sessions have had time to re-learn the table, and then
-//! every [`REPAIR_EVERY`]): read our routes from the kernel into a compact sorted table, ask
+//! Reconcile (after a restart, once every peer has sent its table again, End-of-RIB marking
+//! its end, and then every [`REPAIR_EVERY`]): read our routes from the kernel into a compact sorted table, ask
 //! the speaker to send every best route again, compare each against the table as it comes,
 //! and when the resync is complete delete what nothing claimed. Until the first reconcile
 //! nothing of a previous run is deleted, so forwarding survives an agent restart.
@@ -216,6 +216,41 @@ enum Sweep {
         all_up_since: Option<Instant>,
     },
     Done,
+}
+
+/// What the first sweep needs to know of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relearning {
+    pub established: bool,
+    /// Both sides negotiated graceful restart: the peer marks the end of its table.
+    pub graceful_restart: bool,
+    pub end_of_rib: bool,
+}
+
+impl Relearning {
+    fn of(p: &bgp::PeerStatus) -> Self {
+        Relearning {
+            established: p.state == State::Established,
+            graceful_restart: p.graceful_restart.is_some(),
+            end_of_rib: p.end_of_rib_received,
+        }
+    }
+}
+
+/// Whether every peer has sent its table again, so that what nobody re-announced is stale
+/// (RFC 4724 §4.1: the restarting speaker defers its route selection, here the sweep, until
+/// it has the End-of-RIB from every peer). A peer that sends End-of-RIB is done when it has;
+/// one that does not (no graceful restart negotiated; End-of-RIB is optional then) gets
+/// `settle` after every session is up. The caller bounds the whole wait.
+pub fn relearned(peers: &[Relearning], all_up_for: Option<Duration>, settle: Duration) -> bool {
+    let Some(up_for) = all_up_for else {
+        return false;
+    };
+    !peers.is_empty()
+        && peers.iter().all(|p| {
+            p.established
+                && (p.end_of_rib || (!p.graceful_restart && up_for >= settle))
+        })
 }
 
 /// The owner's configuration.
@@ -530,8 +565,8 @@ impl<K: Kernel> RoutingOwner<K> {
                 all_up_since,
             } => {
                 let status = self.speaker.status().await?;
-                let all_up = !status.peers.is_empty()
-                    && status.peers.iter().all(|p| p.state == State::Established);
+                let peers: Vec<Relearning> = status.peers.iter().map(Relearning::of).collect();
+                let all_up = !peers.is_empty() && peers.iter().all(|p| p.established);
                 let all_up_since = if all_up {
                     all_up_since.or(Some(now))
                 } else {
@@ -541,11 +576,12 @@ impl<K: Kernel> RoutingOwner<K> {
                     started,
                     all_up_since,
                 };
-                // Give peers a moment after Established to send their table before sweeping,
-                // and the table a pause in which to be written.
+                // The table written, too: a pause in the route stream.
                 let quiet = now - self.last_batch >= QUIET;
-                let settled = all_up_since.is_some_and(|t| now - t >= self.cfg.settle) && quiet;
-                if (settled || now - started >= self.cfg.sweep_after) && self.reconcile.is_none() {
+                let relearned =
+                    relearned(&peers, all_up_since.map(|t| now - t), self.cfg.settle) && quiet;
+                if (relearned || now - started >= self.cfg.sweep_after) && self.reconcile.is_none()
+                {
                     self.start_reconcile(routes).await?;
                 }
             }

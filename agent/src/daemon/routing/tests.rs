@@ -478,3 +478,35 @@ async fn a_repair_waits_for_the_route_stream_to_pause_but_not_forever() {
     }
     assert!(Instant::now() - start >= period && Instant::now() - start <= period + QUIET);
 }
+
+#[test]
+fn the_first_sweep_waits_for_every_peers_end_of_rib() {
+    let settle = Duration::from_secs(3);
+    let gr = |eor| Relearning {
+        established: true,
+        graceful_restart: true,
+        end_of_rib: eor,
+    };
+    let plain = |eor| Relearning {
+        established: true,
+        graceful_restart: false,
+        end_of_rib: eor,
+    };
+    let ms = Duration::from_millis;
+    // Every End-of-RIB in: at once, no settle time.
+    assert!(relearned(&[gr(true), gr(true)], Some(ms(10)), settle));
+    // One graceful-restart peer still sending: not even after the settle time.
+    assert!(!relearned(&[gr(true), gr(false)], Some(ms(60_000)), settle));
+    // A peer without graceful restart may never send End-of-RIB: settle after all are up.
+    assert!(!relearned(&[gr(true), plain(false)], Some(ms(2_000)), settle));
+    assert!(relearned(&[gr(true), plain(false)], Some(ms(3_000)), settle));
+    assert!(relearned(&[plain(true)], Some(ms(1)), settle));
+    // A session not up yet, or no peers at all: wait (the caller's bound ends it).
+    let down = Relearning {
+        established: false,
+        graceful_restart: true,
+        end_of_rib: false,
+    };
+    assert!(!relearned(&[gr(true), down], None, settle));
+    assert!(!relearned(&[], Some(ms(60_000)), settle));
+}
