@@ -247,10 +247,9 @@ pub fn relearned(peers: &[Relearning], all_up_for: Option<Duration>, settle: Dur
         return false;
     };
     !peers.is_empty()
-        && peers.iter().all(|p| {
-            p.established
-                && (p.end_of_rib || (!p.graceful_restart && up_for >= settle))
-        })
+        && peers
+            .iter()
+            .all(|p| p.established && (p.end_of_rib || (!p.graceful_restart && up_for >= settle)))
 }
 
 /// The owner's configuration.

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Sender};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +31,10 @@ use etcd_client::{
 };
 
 use super::watch_state::Seen;
-use super::{CorruptRecord, Kind, Listing, Record, Revision, Store, StoreError, Watch, WatchEvent};
+use super::{
+    CorruptRecord, Kind, Listing, Record, Revision, Store, StoreError, Watch, WatchEvent,
+    WATCH_QUEUE,
+};
 
 /// The key prefix Gingham's records live under unless `--etcd-prefix` says otherwise.
 pub const DEFAULT_PREFIX: &str = "/gingham/v1/";
@@ -541,7 +544,7 @@ impl Store for EtcdStore {
     }
 
     fn watch(&self, kind: Kind) -> Result<Watch, StoreError> {
-        let (tx, rx) = channel();
+        let (tx, rx) = sync_channel(WATCH_QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
         let task = WatchTask {
             client: self.client.clone(),
@@ -570,7 +573,7 @@ struct WatchTask {
     client: Client,
     kind: Kind,
     kind_prefix: String,
-    tx: Sender<WatchEvent>,
+    tx: SyncSender<WatchEvent>,
     stop: Arc<AtomicBool>,
     health: Arc<Health>,
 }
@@ -615,7 +618,7 @@ impl WatchTask {
                                 out.push(WatchEvent::Synced);
                                 synced = true;
                             }
-                            if !self.send(out) {
+                            if !self.send(out).await {
                                 return;
                             }
                             at = Some(rev);
@@ -734,14 +737,28 @@ impl WatchTask {
                     *at = Some(at.unwrap_or(0).max(h.revision()));
                 }
             }
-            if !self.send(out) {
+            if !self.send(out).await {
                 return Ended::Stopped;
             }
         }
     }
 
-    /// Sends events to the reader; false when it is gone.
-    fn send(&self, events: Vec<WatchEvent>) -> bool {
-        events.into_iter().all(|ev| self.tx.send(ev).is_ok())
+    /// Sends events to the reader; false when it is gone. A full queue is waited out without
+    /// blocking the store's runtime, which serves every other call: the reader is slow, and
+    /// etcd keeps the history until we read on (or compacts it, and we list again).
+    async fn send(&self, events: Vec<WatchEvent>) -> bool {
+        for mut ev in events {
+            loop {
+                match self.tx.try_send(ev) {
+                    Ok(()) => break,
+                    Err(TrySendError::Disconnected(_)) => return false,
+                    Err(TrySendError::Full(back)) => {
+                        ev = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }
+        true
     }
 }

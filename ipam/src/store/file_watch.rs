@@ -13,7 +13,7 @@ use std::ffi::OsStr;
 use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +21,7 @@ use inotify::{EventMask, WatchDescriptor, WatchMask, Watches};
 
 use super::file::{list_dir, read_one};
 use super::watch_state::Seen;
+use super::WATCH_QUEUE;
 use super::{names, Kind, StoreError, Watch, WatchEvent};
 
 /// How often a polling watch reads its directory.
@@ -37,10 +38,31 @@ enum DirEvent {
     Rescan,
 }
 
+/// Changes queued for one watch. The inotify thread never waits for a watch: when a watch's
+/// queue is full it sets the watch's `lagging` flag instead, and the watch lists its directory
+/// again, as after the kernel's own queue overflow.
+/// (Tiny under test, so that the tests can fill it.)
+const DIR_QUEUE: usize = if cfg!(test) { 8 } else { 1024 };
+
+/// One watch as the inotify thread sees it.
+struct Listener {
+    id: u64,
+    tx: SyncSender<DirEvent>,
+    lagging: Arc<AtomicBool>,
+}
+
+impl Listener {
+    fn tell(&self, ev: DirEvent) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(ev) {
+            self.lagging.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The watches to tell about one watched directory.
 struct Route {
     dir: PathBuf,
-    watches: Vec<(u64, Sender<DirEvent>)>,
+    watches: Vec<Listener>,
 }
 
 /// The process's one inotify instance: its watch handle and, per watch descriptor, whom to
@@ -107,8 +129,8 @@ impl Inotify {
         let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         for ev in events {
             if ev.mask.contains(EventMask::Q_OVERFLOW) {
-                for (_, tx) in routes.values().flat_map(|r| &r.watches) {
-                    let _ = tx.send(DirEvent::Rescan);
+                for l in routes.values().flat_map(|r| &r.watches) {
+                    l.tell(DirEvent::Rescan);
                 }
                 continue;
             }
@@ -120,8 +142,8 @@ impl Inotify {
                 continue;
             }
             if let Some(route) = routes.get(&ev.wd) {
-                for (_, tx) in &route.watches {
-                    let _ = tx.send(DirEvent::Changed(file.to_string()));
+                for l in &route.watches {
+                    l.tell(DirEvent::Changed(file.to_string()));
                 }
             }
         }
@@ -135,7 +157,11 @@ struct Registration {
 }
 
 impl Registration {
-    fn new(dir: &Path, tx: Sender<DirEvent>) -> std::io::Result<Registration> {
+    fn new(
+        dir: &Path,
+        tx: SyncSender<DirEvent>,
+        lagging: Arc<AtomicBool>,
+    ) -> std::io::Result<Registration> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let ino = inotify().ok_or_else(|| std::io::Error::other("no inotify"))?;
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +180,7 @@ impl Registration {
                 watches: Vec::new(),
             })
             .watches
-            .push((id, tx));
+            .push(Listener { id, tx, lagging });
         Ok(Registration { wd, id })
     }
 }
@@ -164,7 +190,7 @@ impl Drop for Registration {
         let Some(ino) = inotify() else { return };
         let mut routes = ino.routes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(route) = routes.get_mut(&self.wd) {
-            route.watches.retain(|(id, _)| *id != self.id);
+            route.watches.retain(|l| l.id != self.id);
             if route.watches.is_empty() {
                 tracing::trace!(dir = %route.dir.display(), "no watch left");
                 routes.remove(&self.wd);
@@ -186,14 +212,15 @@ pub(super) fn spawn(kind: Kind, dir: PathBuf) -> Result<Watch, StoreError> {
 }
 
 fn spawn_with(kind: Kind, dir: PathBuf, force_polling: bool) -> Result<Watch, StoreError> {
-    let (tx, rx) = channel();
+    let (tx, rx) = sync_channel(WATCH_QUEUE);
     let stop = Arc::new(AtomicBool::new(false));
-    let (dtx, drx) = channel();
+    let (dtx, drx) = sync_channel(DIR_QUEUE);
+    let lagging = Arc::new(AtomicBool::new(false));
     // Registered before the first listing, so a change in between is not missed (reading it
     // twice is harmless: `Seen` sends only what differs).
     let registration = match force_polling {
         true => None,
-        false => match Registration::new(&dir, dtx) {
+        false => match Registration::new(&dir, dtx, lagging.clone()) {
             Ok(r) => Some(r),
             Err(e) => {
                 if inotify().is_some() {
@@ -213,21 +240,27 @@ fn spawn_with(kind: Kind, dir: PathBuf, force_polling: bool) -> Result<Watch, St
     let mut out = Vec::new();
     seen.all(list_dir(&dir, kind, "")?, &mut out);
     out.push(WatchEvent::Synced);
-    if !send(&tx, &mut out) {
-        return Ok(Watch::new(rx, stop));
-    }
     let stop2 = stop.clone();
     std::thread::Builder::new()
         .name(format!("watch-{kind}"))
-        .spawn(move || match registration {
-            Some(reg) => follow_events(kind, &dir, &drx, &mut seen, &tx, &stop2, reg),
-            None => follow_by_polling(kind, &dir, &mut inodes, &mut seen, &tx, &stop2),
+        .spawn(move || {
+            // Sent from here: a listing longer than the queue waits for the reader, who has
+            // the watch only once this function returns.
+            if !send(&tx, &mut out) {
+                return;
+            }
+            match registration {
+                Some(reg) => follow_events(kind, &dir, &drx, &lagging, &mut seen, &tx, &stop2, reg),
+                None => follow_by_polling(kind, &dir, &mut inodes, &mut seen, &tx, &stop2),
+            }
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot start watch thread: {e}")))?;
     Ok(Watch::new(rx, stop))
 }
 
-fn send(tx: &Sender<WatchEvent>, out: &mut Vec<WatchEvent>) -> bool {
+/// Hands events to the reader, waiting while its queue is full (this thread is the watch's
+/// own); false when the reader is gone.
+fn send(tx: &SyncSender<WatchEvent>, out: &mut Vec<WatchEvent>) -> bool {
     out.drain(..).all(|ev| tx.send(ev).is_ok())
 }
 
@@ -244,12 +277,14 @@ fn read_changed(kind: Kind, dir: &Path, file: &str, seen: &mut Seen, out: &mut V
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn follow_events(
     kind: Kind,
     dir: &Path,
     events: &Receiver<DirEvent>,
+    lagging: &AtomicBool,
     seen: &mut Seen,
-    tx: &Sender<WatchEvent>,
+    tx: &SyncSender<WatchEvent>,
     stop: &AtomicBool,
     _registration: Registration,
 ) {
@@ -271,6 +306,8 @@ fn follow_events(
                 DirEvent::Rescan => rescan = true,
             }
         }
+        // Changes were dropped while our queue was full: only a listing knows them now.
+        rescan |= lagging.swap(false, Ordering::Relaxed);
         if rescan {
             match list_dir(dir, kind, "") {
                 Ok(listing) => seen.all(listing, &mut out),
@@ -306,7 +343,7 @@ fn follow_by_polling(
     dir: &Path,
     inodes: &mut HashMap<String, u64>,
     seen: &mut Seen,
-    tx: &Sender<WatchEvent>,
+    tx: &SyncSender<WatchEvent>,
     stop: &AtomicBool,
 ) {
     let mut out = Vec::new();

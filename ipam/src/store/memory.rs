@@ -176,6 +176,8 @@ impl Store for MemoryStore {
     }
 
     fn watch(&self, kind: Kind) -> Result<Watch, StoreError> {
+        // Unbounded on purpose: the memory store is the tests' backend, never the agent's,
+        // and a test that writes before it reads its watch must not deadlock on its own lock.
         let (tx, rx) = channel();
         let stop = Arc::new(AtomicBool::new(false));
         let mut st = self.lock();

@@ -139,6 +139,11 @@ pub enum WatchEvent {
     Error(CorruptRecord),
 }
 
+/// Events a watch queues for a reader that has not taken them yet. A watch whose reader falls
+/// this far behind waits for it (the file store's watch thread, the etcd watch task), so a
+/// stuck reader costs a bounded amount of memory, never an unbounded one.
+pub(crate) const WATCH_QUEUE: usize = if cfg!(test) { 16 } else { 4096 };
+
 /// The receiving end of a watch. Dropping it stops the watch.
 pub struct Watch {
     rx: Receiver<WatchEvent>,

@@ -498,8 +498,16 @@ fn the_first_sweep_waits_for_every_peers_end_of_rib() {
     // One graceful-restart peer still sending: not even after the settle time.
     assert!(!relearned(&[gr(true), gr(false)], Some(ms(60_000)), settle));
     // A peer without graceful restart may never send End-of-RIB: settle after all are up.
-    assert!(!relearned(&[gr(true), plain(false)], Some(ms(2_000)), settle));
-    assert!(relearned(&[gr(true), plain(false)], Some(ms(3_000)), settle));
+    assert!(!relearned(
+        &[gr(true), plain(false)],
+        Some(ms(2_000)),
+        settle
+    ));
+    assert!(relearned(
+        &[gr(true), plain(false)],
+        Some(ms(3_000)),
+        settle
+    ));
     assert!(relearned(&[plain(true)], Some(ms(1)), settle));
     // A session not up yet, or no peers at all: wait (the caller's bound ends it).
     let down = Relearning {

@@ -180,6 +180,43 @@ fn watch_polls_changes() {
 }
 
 #[test]
+fn a_reader_that_falls_behind_still_sees_the_last_state() {
+    use super::super::WatchEvent;
+    use std::collections::BTreeMap;
+    let (_dir, s) = store();
+    // More records than the watch queues: its thread waits for the reader...
+    for i in 0..40 {
+        s.create(Kind::Node, &format!("n{i}"), json!(0)).unwrap();
+    }
+    let w = s.watch(Kind::Node).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // ... while more changes come than its inotify queue holds: they are dropped, and the
+    // watch lists the directory again.
+    for i in 0..40 {
+        let r = s.get(Kind::Node, &format!("n{i}")).unwrap();
+        s.update(Kind::Node, &r.name, &r.revision, json!(i))
+            .unwrap();
+    }
+    let mut seen: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let last = |seen: &BTreeMap<String, serde_json::Value>| {
+        (0..40).all(|i| seen.get(&format!("n{i}")) == Some(&json!(i)))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !last(&seen) && std::time::Instant::now() < deadline {
+        match w.recv_timeout(Duration::from_millis(500)) {
+            Some(WatchEvent::Added(r) | WatchEvent::Modified(r)) => {
+                seen.insert(r.name, r.data);
+            }
+            Some(WatchEvent::Deleted { name, .. }) => {
+                seen.remove(&name);
+            }
+            _ => {}
+        }
+    }
+    assert!(last(&seen), "{seen:?}");
+}
+
+#[test]
 fn watch_sees_a_change_after_a_quiet_spell() {
     // Past the first second the watch only lists when the directory's mtime moves.
     let (_dir, s) = store();
