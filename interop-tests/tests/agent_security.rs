@@ -1,6 +1,6 @@
-//! Who may peer with the agent: TCP MD5 (RFC 2385) with BIRD and between agents, GTSM
-//! (RFC 5082) with BIRD's `ttl security`, a per-peer prefix limit, and the count of refused
-//! connections. Needs the agent binaries: `cargo build -p agent --bins` first.
+//! Who may peer with the agent: TCP MD5 (RFC 2385) with BIRD (one password for all, or a
+//! peer's own file) and between agents, GTSM (RFC 5082) with BIRD's `ttl security` and on the
+//! mesh by default, a per-peer prefix limit, and strangers refused and counted. Needs the agent binaries: `cargo build -p agent --bins` first.
 
 use std::time::Duration;
 
@@ -79,13 +79,33 @@ fn md5_with_bird_same_password_peers_wrong_or_missing_does_not() {
     .unwrap();
     drop((agent, bird));
 
-    // None on our side, one on BIRD's: none.
+    // None on our side, one on BIRD's: none, and the kernel's count of signed segments
+    // nobody expected shows in the log.
     let (_u, _d, agent, bird) =
         agent_with_bird("md5-bird-missing", &[], "", |n| n.password("s3cret-key"));
     assert!(
         !session(&agent, &bird, false),
         "a missing password must not peer"
     );
+    wait_until(T, "the agent to log the unexpected signatures", || {
+        Ok(agent
+            .log_tail(200)
+            .contains("TCP MD5: the kernel dropped segments from BGP peers"))
+    })
+    .unwrap();
+    drop((agent, bird));
+
+    // A peer's own password-file wins over the global password.
+    let keys = TestDir::new("md5-peer-file").unwrap();
+    let file = keys.path().join("bird-key");
+    std::fs::write(&file, "per-peer-key\n").unwrap();
+    let (_u, _d, agent, bird) = agent_with_bird(
+        "md5-bird-peer-file",
+        &["--bgp-password".into(), "mesh-wide".into()],
+        &format!(",password-file={}", file.display()),
+        |n| n.password("per-peer-key"),
+    );
+    assert!(session(&agent, &bird, true), "{}", agent.log_tail(20));
 }
 
 #[test]
@@ -118,6 +138,92 @@ fn md5_between_agents_and_a_password_file() {
     std::thread::sleep(NEVER);
     assert!(!a0.established(ip2).unwrap() && !a2.established(ip0).unwrap());
     assert!(!a1.established(ip2).unwrap() && !a2.established(ip1).unwrap());
+}
+
+#[test]
+fn the_mesh_speaks_gtsm_by_default() {
+    // Mesh peers in the node's own subnet: every BGP segment either way carries TTL 255.
+    let dir = TestDir::new("gtsm-mesh").unwrap();
+    let u = Underlay::new("gsgm", "172.18.0.0/16".parse().unwrap(), 2).unwrap();
+    let store = dir.sub("datastore").unwrap();
+    let capture = interop_tests::probe::Capture::start(
+        &u.node(0).ns,
+        dir.path(),
+        "bgp",
+        "eth0",
+        "tcp port 179",
+    )
+    .unwrap();
+    let agents: Vec<Agent> = (0..2)
+        .map(|i| {
+            let node = u.node(i);
+            let mut cfg = AgentConfig::new(&format!("node{i}"), node.ip, 64512);
+            cfg.mesh = true;
+            cfg.datastore = Some(store.clone());
+            Agent::start(&node.ns, &dir.sub(&format!("agent{i}")).unwrap(), cfg).unwrap()
+        })
+        .collect();
+    let (ip0, ip1) = (u.node(0).ip, u.node(1).ip);
+    wait_until(T, "the mesh session", || {
+        Ok(agents[0].established(ip1)? && agents[1].established(ip0)?)
+    })
+    .unwrap();
+    let packets = capture.stop().unwrap();
+    let ttls: Vec<&str> = packets
+        .lines()
+        .filter_map(|l| l.split("ttl ").nth(1))
+        .filter_map(|t| t.split([',', ' ']).next())
+        .collect();
+    assert!(
+        ttls.len() >= 6,
+        "a handshake and OPENs both ways:\n{packets}"
+    );
+    assert!(ttls.iter().all(|t| *t == "255"), "{packets}");
+}
+
+#[test]
+fn a_stranger_is_closed_at_once_and_counted() {
+    let dir = TestDir::new("stranger").unwrap();
+    let u = Underlay::new("gsst", "172.18.0.0/16".parse().unwrap(), 2).unwrap();
+    let (n0, n1) = (u.node(0), u.node(1));
+    // No mesh, one configured peer that is not node 1.
+    let cfg = AgentConfig::new("node-0", n0.ip, 64512)
+        .peer(AgentPeer::new("172.18.0.200".parse().unwrap(), 65001));
+    let agent = Agent::start(&n0.ns, &dir.sub("agent").unwrap(), cfg).unwrap();
+    let counted = |m: &String| {
+        m.lines()
+            .find(|l| l.starts_with("gingham_bgp_rejected_connections_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    assert_eq!(counted(&agent.metrics().unwrap()), Some(0));
+    // Node 1 connects to port 179: the agent answers with a NOTIFICATION Cease / Connection
+    // Rejected (RFC 4486) and closes the connection at once.
+    let script = format!(
+        "exec 3<>/dev/tcp/{}/179 && timeout 5 cat <&3 | od -An -tu1 -v",
+        n0.ip
+    );
+    let got: Vec<u8> = n1
+        .ns
+        .run(&["bash", "-c", &script])
+        .unwrap()
+        .split_whitespace()
+        .map(|b| b.parse().unwrap())
+        .collect();
+    assert_eq!(got.len(), 21, "one NOTIFICATION, then end of file: {got:?}");
+    assert_eq!(&got[..16], &[0xff; 16], "{got:?}");
+    assert_eq!(
+        &got[18..],
+        &[3, 6, 5],
+        "NOTIFICATION Cease/Connection Rejected"
+    );
+    interop_tests::wait_for(
+        T,
+        "the refusal to be counted",
+        || agent.metrics(),
+        |m| counted(m) == Some(1),
+    )
+    .unwrap();
 }
 
 #[test]
