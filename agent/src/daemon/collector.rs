@@ -79,23 +79,15 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let every = (grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
     let mut gone = Gone::default();
-    let mut last_error: Option<String> = None;
+    let mut failing = super::FailureLog::new("node collector");
     loop {
         tokio::time::sleep(every).await;
         let (i, r) = (ipam.clone(), registry.clone());
         let read = tokio::task::spawn_blocking(move || read(&i, &r)).await?;
-        let (holders, live) = match read {
-            Ok(v) => v,
-            Err(e) => {
-                let e = e.to_string();
-                if last_error.as_ref() != Some(&e) {
-                    tracing::warn!("node collector: {e}");
-                    last_error = Some(e);
-                }
-                continue;
-            }
+        failing.saw(read.as_ref().err());
+        let Ok((holders, live)) = read else {
+            continue;
         };
-        last_error = None;
         for node in gone.look(&holders, &live, &me, grace, Instant::now()) {
             let (i, r, n) = (ipam.clone(), registry.clone(), node.clone());
             // Looked at again right before: a node that came back keeps everything.

@@ -92,6 +92,37 @@ const RELEASE_EVERY_BEATS: u32 = 6;
 /// A node whose heartbeat is older than this is taken for stopped (three missed beats).
 pub const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
 
+/// A repeating step's failures, logged once per change of state: one line when it starts
+/// failing (or fails differently), one when it works again. "The datastore cannot be reached"
+/// is one state however its last error reads: etcd names a different cause on most tries.
+pub(crate) struct FailureLog {
+    what: &'static str,
+    state: Option<String>,
+}
+
+impl FailureLog {
+    pub fn new(what: &'static str) -> Self {
+        FailureLog { what, state: None }
+    }
+
+    /// The outcome of one try: `Some` error, or `None` for success. True when it was logged.
+    pub fn saw(&mut self, error: Option<&AgentError>) -> bool {
+        let state = error.map(|e| match e.kind() {
+            crate::control::api::ErrorKind::Unavailable => "unavailable".to_string(),
+            _ => e.to_string(),
+        });
+        if state == self.state {
+            return false;
+        }
+        match error {
+            Some(e) => tracing::warn!("{}: {e}", self.what),
+            None => tracing::info!("{}: works again", self.what),
+        }
+        self.state = state;
+        true
+    }
+}
+
 /// Runs a blocking datastore step of the start-up again while the datastore cannot be reached
 /// (etcd not up yet, or without quorum): an agent must wait for it, not exit and restart in a
 /// loop. Logs when it starts waiting and when it is through, not every attempt.
@@ -485,7 +516,8 @@ async fn housekeeping(
     let expires = agent.store.node_ttl().is_some();
     let mut md5 = md5_counters();
     // Logged when it changes, not every beat: a bad record is one line, and so is its repair.
-    let mut heartbeat_error: Option<String> = None;
+    let mut heartbeat = FailureLog::new("heartbeat");
+    let mut empty_blocks = FailureLog::new("releasing empty blocks");
     let mut beats = 0u32;
     loop {
         tokio::time::sleep(HEARTBEAT_EVERY).await;
@@ -502,27 +534,47 @@ async fn housekeeping(
             r => r,
         })
         .await?;
-        let error = beat.err().map(|e| e.to_string());
-        if error != heartbeat_error {
-            match &error {
-                Some(e) => tracing::warn!("heartbeat: {e}"),
-                None => tracing::info!("heartbeat: written again"),
-            }
-            heartbeat_error = error;
-        }
+        heartbeat.saw(beat.map_err(AgentError::from).as_ref().err());
         // Empty blocks wait minutes before they go: looking once a minute is soon enough, and
         // it spares a listing of the affinities on every beat.
         if !beats.is_multiple_of(RELEASE_EVERY_BEATS) {
             continue;
         }
         let (ipam, node) = (agent.ipam.clone(), agent.node.clone());
-        match tokio::task::spawn_blocking(move || ipam.release_empty_blocks(&node)).await? {
-            Ok(released) if !released.is_empty() => {
+        let released = tokio::task::spawn_blocking(move || ipam.release_empty_blocks(&node))
+            .await?
+            .map_err(AgentError::from);
+        empty_blocks.saw(released.as_ref().err());
+        if let Ok(released) = released {
+            if !released.is_empty() {
                 tracing::info!("released empty blocks {released:?}");
                 agent.local.nudge();
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("releasing empty blocks: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod failure_log_tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_logged_once_per_state_not_per_try() {
+        let mut log = FailureLog::new("heartbeat");
+        let down = |why: &str| AgentError::Store(StoreError::Unavailable(why.into()));
+        assert!(!log.saw(None), "working from the start: nothing to say");
+        assert!(log.saw(Some(&down("no leader"))));
+        assert!(
+            !log.saw(Some(&down("a member cannot be reached"))),
+            "still unavailable, whatever the cause reads"
+        );
+        let corrupt = AgentError::Store(StoreError::Corrupt {
+            path: "Node/x".into(),
+            reason: "bad".into(),
+        });
+        assert!(log.saw(Some(&corrupt)), "another failure is another state");
+        assert!(!log.saw(Some(&corrupt)));
+        assert!(log.saw(None), "and working again is said once");
+        assert!(!log.saw(None));
     }
 }
