@@ -35,6 +35,7 @@
 
 pub mod conformance;
 pub mod error;
+pub mod leader;
 pub mod registry;
 pub mod resources;
 pub mod store;
@@ -46,6 +47,7 @@ pub use allocator::{
     Allocation, AllocationAttrs, BlockUsage, Ipam, IpamSettings, NodeRelease, PoolUsage, Problem,
     Repair, RepairReport,
 };
+pub use leader::Leadership;
 pub use registry::NodeRegistry;
 pub use resources::{IpPool, IpamConfig, NodeRecord};
 pub use store::{open as open_store, Kind, Record, Revision, Store, StoreError};

@@ -1,9 +1,11 @@
-//! The node collector: on a datastore whose node records expire (etcd leases), a node whose
-//! agent stopped leaves the registry by itself, but its blocks, affinities and addresses stay.
-//! After a grace period one agent releases them: the live node whose name sorts first. Every
-//! agent keeps the same clocks, so if that one stops too the next takes over without starting
-//! the grace again. Each address is freed by a compare-and-swap, so two agents that both think
-//! they are first (for a moment, while the registry changes) still free each address once.
+//! The node collector: on a datastore where nodes leave by themselves (etcd leases expire,
+//! Kubernetes deletes Node objects), a node that left takes its registry record with it, but its
+//! blocks, affinities and addresses stay. After a grace period one agent releases them: the
+//! holder of the `node-collector` leader lease (a `coordination.k8s.io` Lease on Kubernetes).
+//! Every agent keeps the same clocks, so if the leader stops too the next one takes over without
+//! starting the grace again. Each address is freed by a compare-and-swap, so even two agents
+//! that both believe they lead (for a moment, while the lease changes hands) free each address
+//! once.
 //!
 //! Calico leaves this to kube-controllers with a 15-minute grace; here it is `--node-release-grace`.
 
@@ -11,9 +13,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipam::{Ipam, NodeRegistry};
+use ipam::{Ipam, Leadership, NodeRegistry};
 
 use super::error::AgentError;
+
+/// The leader lease's record name.
+pub const LEASE: &str = "node-collector";
 
 /// What the collector found on one look, and what it does about it.
 #[derive(Debug, Default)]
@@ -24,12 +29,12 @@ pub struct Gone {
 
 impl Gone {
     /// Updates the clocks from who holds IPAM and who is registered; returns the nodes this
-    /// agent releases now (their grace is over and `me` sorts first among the live nodes).
+    /// agent releases now (their grace is over, and it leads).
     pub fn look(
         &mut self,
         holders: &BTreeSet<String>,
         live: &BTreeSet<String>,
-        me: &str,
+        leads: bool,
         grace: Duration,
         now: Instant,
     ) -> Vec<String> {
@@ -38,9 +43,7 @@ impl Gone {
         for n in holders.difference(live) {
             self.since.entry(n.clone()).or_insert(now);
         }
-        // An agent that is not registered itself (just started, or expired) does not collect.
-        let first = live.iter().next().map(String::as_str);
-        if first != Some(me) {
+        if !leads {
             return Vec::new();
         }
         let mut due: Vec<String> = self
@@ -78,6 +81,11 @@ pub async fn run(
     grace: Duration,
 ) -> Result<(), AgentError> {
     let every = (grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    // Three looks without a renewal: the leader is gone.
+    let lease = (every * 3).max(Duration::from_secs(15));
+    // Moved into each blocking look and back.
+    let mut leadership = Some(Leadership::new(ipam.store().clone(), LEASE, &me, lease));
+    let mut leading = false;
     let mut gone = Gone::default();
     let mut failing = super::FailureLog::new("node collector");
     loop {
@@ -88,7 +96,35 @@ pub async fn run(
         let Ok((holders, live)) = read else {
             continue;
         };
-        for node in gone.look(&holders, &live, &me, grace, Instant::now()) {
+        // Only a registered agent competes: one that is not (just started, or expired) would
+        // take the lease from an agent that is doing the work.
+        let leads = if live.contains(&me) {
+            let mut l = leadership.take().expect("put back after every look");
+            let (l, r) = tokio::task::spawn_blocking(move || {
+                let r = l.try_lead(super::now_secs(), Instant::now());
+                (l, r)
+            })
+            .await?;
+            leadership = Some(l);
+            r.unwrap_or_else(|e| {
+                failing.saw(Some(&AgentError::from(e)));
+                false
+            })
+        } else {
+            false
+        };
+        if leads != leading {
+            tracing::info!(
+                "node collector: {} the {LEASE} lease",
+                if leads {
+                    "this node holds"
+                } else {
+                    "this node no longer holds"
+                }
+            );
+            leading = leads;
+        }
+        for node in gone.look(&holders, &live, leads, grace, Instant::now()) {
             let (i, r, n) = (ipam.clone(), registry.clone(), node.clone());
             // Looked at again right before: a node that came back keeps everything.
             let released = tokio::task::spawn_blocking(move || {
@@ -130,19 +166,19 @@ mod tests {
         let (holders, live) = (set(&["a", "b", "c"]), set(&["a", "b"]));
         let mut on_a = Gone::default();
         let mut on_b = Gone::default();
-        assert!(on_a.look(&holders, &live, "a", grace, t0).is_empty());
-        assert!(on_b.look(&holders, &live, "b", grace, t0).is_empty());
+        assert!(on_a.look(&holders, &live, true, grace, t0).is_empty());
+        assert!(on_b.look(&holders, &live, false, grace, t0).is_empty());
         let later = t0 + grace;
-        assert_eq!(on_a.look(&holders, &live, "a", grace, later), ["c"]);
-        // b is not first: it keeps its clock but leaves the work to a.
-        assert!(on_b.look(&holders, &live, "b", grace, later).is_empty());
-        // a stops too: b takes over at once, its clock already ran.
+        assert_eq!(on_a.look(&holders, &live, true, grace, later), ["c"]);
+        // b does not lead: it keeps its clock but leaves the work to a.
+        assert!(on_b.look(&holders, &live, false, grace, later).is_empty());
+        // a stops too: b takes the lease over, its clock already ran.
         let live = set(&["b"]);
         let holders = set(&["a", "b", "c"]);
-        let due = on_b.look(&holders, &live, "b", grace, later);
+        let due = on_b.look(&holders, &live, true, grace, later);
         assert_eq!(due, ["c"], "a's own grace starts now");
         assert_eq!(
-            on_b.look(&holders, &live, "b", grace, later + grace),
+            on_b.look(&holders, &live, true, grace, later + grace),
             ["a", "c"]
         );
     }
@@ -153,23 +189,25 @@ mod tests {
         let t0 = Instant::now();
         let mut g = Gone::default();
         let holders = set(&["a", "c"]);
-        g.look(&holders, &set(&["a"]), "a", grace, t0);
+        g.look(&holders, &set(&["a"]), true, grace, t0);
         // c is back before its grace is over, then gone again.
-        g.look(&holders, &set(&["a", "c"]), "a", grace, t0 + grace / 2);
+        g.look(&holders, &set(&["a", "c"]), true, grace, t0 + grace / 2);
         let again = t0 + grace;
-        assert!(g.look(&holders, &set(&["a"]), "a", grace, again).is_empty());
+        assert!(g
+            .look(&holders, &set(&["a"]), true, grace, again)
+            .is_empty());
         assert_eq!(
-            g.look(&holders, &set(&["a"]), "a", grace, again + grace),
+            g.look(&holders, &set(&["a"]), true, grace, again + grace),
             ["c"]
         );
     }
 
     #[test]
-    fn an_unregistered_agent_collects_nothing() {
+    fn an_agent_that_does_not_lead_collects_nothing() {
         let t0 = Instant::now();
         let mut g = Gone::default();
         let holders = set(&["a", "z"]);
-        let g0 = g.look(&holders, &set(&[]), "a", Duration::ZERO, t0);
+        let g0 = g.look(&holders, &set(&["a"]), false, Duration::ZERO, t0);
         assert!(g0.is_empty());
     }
 }

@@ -344,7 +344,7 @@ pub async fn run(cfg: DaemonSettings) -> Result<(), AgentError> {
             ),
         );
     }
-    if store.node_ttl().is_some() {
+    if store.nodes_depart() {
         tasks.spawn(
             "node collector",
             collector::run(

@@ -23,7 +23,11 @@ fn net(s: &str) -> Ipv4Net {
 
 /// An allocator on a memory store with `nodes` registered.
 fn ipam(pool: &str, block_size: u8, nodes: &[&str]) -> Ipam {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    ipam_on(Arc::new(MemoryStore::new()), pool, block_size, nodes)
+}
+
+/// An allocator on `store` with `nodes` registered.
+fn ipam_on(store: Arc<dyn Store>, pool: &str, block_size: u8, nodes: &[&str]) -> Ipam {
     let reg = NodeRegistry::new(store.clone());
     for (i, n) in nodes.iter().enumerate() {
         reg.register(&NodeRecord {
@@ -630,48 +634,69 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The model check on one store: no address is ever held twice, release gives back exactly
+/// what assign gave, assign fails only when the pool is really full, and the store stays
+/// consistent.
+fn matches_model(store: Arc<dyn Store>, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let nodes = ["n0", "n1", "n2"];
+    // 32 addresses in eight /30 blocks: small enough to fill, borrow and exhaust.
+    let ipam = ipam_on(store, "10.1.0.0/27", 30, &nodes);
+    let mut model: BTreeMap<usize, Ipv4Addr> = BTreeMap::new();
+    for op in ops {
+        match op {
+            Op::Assign(h, n) => {
+                let handle = format!("h{h}");
+                match ipam.assign(&handle, &at(nodes[n as usize])) {
+                    Ok(ip) => {
+                        if let Some(prev) = model.get(&h) {
+                            prop_assert_eq!(*prev, ip);
+                        } else {
+                            prop_assert!(!model.values().any(|v| *v == ip), "{} held twice", ip);
+                            model.insert(h, ip);
+                        }
+                    }
+                    Err(IpamError::PoolExhausted { .. }) => prop_assert_eq!(model.len(), 32),
+                    Err(e) => prop_assert!(false, "unexpected error {}", e),
+                }
+            }
+            Op::Release(h) => {
+                let got = ipam.release(&format!("h{h}")).unwrap();
+                let want: Vec<_> = model.remove(&h).into_iter().collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+    }
+    let mut held: Vec<_> = nodes
+        .iter()
+        .flat_map(|n| ipam.allocations(n).unwrap())
+        .map(|a| a.ip)
+        .collect();
+    held.sort();
+    let mut want: Vec<_> = model.values().copied().collect();
+    want.sort();
+    prop_assert_eq!(held, want);
+    let problems = ipam.check().unwrap();
+    prop_assert!(problems.is_empty(), "{:?}", problems);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Against a model: no address is ever held twice, release gives back exactly what assign
-    /// gave, assign fails only when the pool is really full, and the store stays consistent.
     #[test]
     fn allocator_matches_model(ops in proptest::collection::vec(op(), 1..120)) {
-        let nodes = ["n0", "n1", "n2"];
-        // 32 addresses in eight /30 blocks: small enough to fill, borrow and exhaust.
-        let ipam = ipam("10.1.0.0/27", 30, &nodes);
-        let mut model: BTreeMap<usize, Ipv4Addr> = BTreeMap::new();
-        for op in ops {
-            match op {
-                Op::Assign(h, n) => {
-                    let handle = format!("h{h}");
-                    match ipam.assign(&handle, &at(nodes[n as usize])) {
-                        Ok(ip) => {
-                            if let Some(prev) = model.get(&h) {
-                                prop_assert_eq!(*prev, ip);
-                            } else {
-                                prop_assert!(!model.values().any(|v| *v == ip), "{} held twice", ip);
-                                model.insert(h, ip);
-                            }
-                        }
-                        Err(IpamError::PoolExhausted { .. }) => prop_assert_eq!(model.len(), 32),
-                        Err(e) => prop_assert!(false, "unexpected error {}", e),
-                    }
-                }
-                Op::Release(h) => {
-                    let got = ipam.release(&format!("h{h}")).unwrap();
-                    let want: Vec<_> = model.remove(&h).into_iter().collect();
-                    prop_assert_eq!(got, want);
-                }
-            }
-        }
-        let mut held: Vec<_> = nodes.iter().flat_map(|n| ipam.allocations(n).unwrap()).map(|a| a.ip).collect();
-        held.sort();
-        let mut want: Vec<_> = model.values().copied().collect();
-        want.sort();
-        prop_assert_eq!(held, want);
-        let problems = ipam.check().unwrap();
-        prop_assert!(problems.is_empty(), "{:?}", problems);
+        matches_model(Arc::new(MemoryStore::new()), ops)?;
+    }
+}
+
+proptest! {
+    // Each step is a few requests to an API server in memory: fewer cases, the same model.
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// The same model check on the Kubernetes datastore.
+    #[test]
+    fn kube_allocator_matches_model(ops in proptest::collection::vec(op(), 1..120)) {
+        matches_model(crate::store::kube::in_memory(&["n0", "n1", "n2"]), ops)?;
     }
 }
 

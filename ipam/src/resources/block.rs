@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{InvalidRecord, Resource};
@@ -11,7 +13,7 @@ use crate::store::Kind;
 
 /// Who holds an address: the handle (container ID) and the owner's attributes (`node`, `pod`,
 /// `namespace`), Calico's `secondary` map.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AllocationAttribute {
     pub handle_id: String,
     #[serde(default)]
@@ -29,7 +31,19 @@ impl AllocationAttribute {
 /// `attributes`; `unallocated` is a FIFO of free ordinals (assign pops the head, release pushes
 /// the tail) so a freed address is the last to be handed out again, which keeps a stale
 /// reference to a dead pod's address from reaching a new pod soon after.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On Kubernetes, a cluster-scoped `IPAMBlock` custom resource (`gingham.io/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "gingham.io",
+    version = "v1",
+    kind = "IPAMBlock",
+    plural = "ipamblocks",
+    root = "IpamBlockResource",
+    doc = "A block of a pool: who holds each of its addresses (Gingham's IPAM).",
+    printcolumn = r#"{"name":"CIDR","type":"string","jsonPath":".spec.cidr"}"#,
+    printcolumn = r#"{"name":"Affinity","type":"string","jsonPath":".spec.affinity"}"#
+)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocationBlock {
     pub cidr: Ipv4Net,

@@ -1,11 +1,24 @@
 //! IPAMConfig: the cluster-wide allocation policy, one record named `default`.
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Resource;
 use crate::store::Kind;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// On Kubernetes, a cluster-scoped `IPAMConfig` custom resource (`gingham.io/v1`) named
+/// `default`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "gingham.io",
+    version = "v1",
+    kind = "IPAMConfig",
+    plural = "ipamconfigs",
+    root = "IpamConfigResource",
+    doc = "The cluster-wide IPAM policy, one object named default (Gingham's IPAM).",
+    printcolumn = r#"{"name":"Strict affinity","type":"boolean","jsonPath":".spec.strict_affinity"}"#
+)]
 pub struct IpamConfig {
     /// When set, a node never borrows from another node's block.
     #[serde(default)]

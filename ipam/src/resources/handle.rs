@@ -3,12 +3,24 @@
 
 use std::collections::BTreeMap;
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Resource;
 use crate::store::Kind;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// On Kubernetes, a cluster-scoped `IPAMHandle` custom resource (`gingham.io/v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "gingham.io",
+    version = "v1",
+    kind = "IPAMHandle",
+    plural = "ipamhandles",
+    root = "IpamHandleResource",
+    doc = "What one handle (a pod's container ID) holds, per block (Gingham's IPAM).",
+    printcolumn = r#"{"name":"Handle","type":"string","jsonPath":".spec.handleID"}"#
+)]
 pub struct IpamHandle {
     #[serde(rename = "handleID")]
     pub handle_id: String,

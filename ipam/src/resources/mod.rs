@@ -19,7 +19,7 @@ pub use affinity::{AffinityState, BlockAffinity};
 pub use block::{AllocationAttribute, AllocationBlock};
 pub use config::IpamConfig;
 pub use handle::IpamHandle;
-pub use node::{NodeLease, NodeRecord};
+pub use node::{LeaderLease, NodeLease, NodeRecord};
 pub use pool::IpPool;
 
 use crate::store::StoreError;

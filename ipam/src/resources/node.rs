@@ -50,3 +50,26 @@ impl Resource for NodeLease {
         Ok(())
     }
 }
+
+/// Who leads a cluster-wide job, and since when: taken over when its holder has not renewed it
+/// for `duration_secs` (a Kubernetes Lease's holderIdentity, renewTime and
+/// leaseDurationSeconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderLease {
+    pub holder: String,
+    /// Unix seconds of the last renewal.
+    pub renew_time: u64,
+    pub duration_secs: u64,
+}
+
+impl Resource for LeaderLease {
+    const KIND: Kind = Kind::LeaderLease;
+
+    fn validate(&self) -> Result<(), InvalidRecord> {
+        if self.holder.is_empty() {
+            return Err(InvalidRecord::Empty("lease holder"));
+        }
+        Ok(())
+    }
+}

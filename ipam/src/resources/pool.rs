@@ -3,6 +3,8 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{InvalidRecord, Resource};
@@ -12,7 +14,19 @@ use crate::store::Kind;
 /// Block sizes a pool may use (Calico's CRD allows 20–32 for IPv4).
 pub const BLOCK_SIZES: std::ops::RangeInclusive<u8> = 20..=32;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// On Kubernetes, a cluster-scoped `IPPool` custom resource (`gingham.io/v1`) with this as its
+/// spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "gingham.io",
+    version = "v1",
+    kind = "IPPool",
+    plural = "ippools",
+    root = "IpPoolResource",
+    doc = "A pool of pod addresses, cut into blocks (Gingham's IPAM).",
+    printcolumn = r#"{"name":"CIDR","type":"string","jsonPath":".spec.cidr"}"#,
+    printcolumn = r#"{"name":"Block size","type":"integer","jsonPath":".spec.blockSize"}"#
+)]
 #[serde(rename_all = "camelCase")]
 pub struct IpPool {
     pub cidr: Ipv4Net,

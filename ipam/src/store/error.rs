@@ -26,6 +26,17 @@ pub enum StoreError {
     /// A record that cannot be read or decoded. It is reported, never overwritten.
     #[error("corrupt record {path}: {reason}")]
     Corrupt { path: String, reason: String },
+    /// The datastore will not take this write, and trying again will not change that: a
+    /// Kubernetes API that says 403 Forbidden or 422 Invalid, a Node object that does not exist.
+    #[error("{kind} {name:?}: {reason}")]
+    Refused {
+        kind: Kind,
+        name: String,
+        reason: String,
+    },
+    /// The datastore cannot be used as configured (no Kubernetes API configuration, say).
+    #[error("datastore misconfigured: {0}")]
+    Misconfigured(String),
     #[error("invalid record name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
     #[error("unknown datastore {0:?}: expected \"file:<dir>\" or \"memory\"")]

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use etcd_client::{
     KeyValue, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 
+use super::runtime::{send_all, Health, Runtime};
 use super::watch_state::Seen;
 use super::{
     CorruptRecord, Kind, Listing, Record, Revision, Store, StoreError, Watch, WatchEvent,
@@ -70,28 +71,10 @@ impl EtcdConfig {
     }
 }
 
-/// Whether etcd answered the last call: a change is logged once, not every attempt.
-struct Health {
-    up: AtomicBool,
-}
-
-impl Health {
-    fn saw<T>(&self, r: &Result<T, StoreError>) {
-        let up = !matches!(r, Err(StoreError::Unavailable(_)));
-        if self.up.swap(up, Ordering::Relaxed) != up {
-            match r {
-                Err(e) if !up => tracing::warn!("etcd: {e}; retrying"),
-                _ => tracing::info!("etcd: reachable again"),
-            }
-        }
-    }
-}
-
 /// The `etcd` backend.
 pub struct EtcdStore {
-    rt: tokio::runtime::Handle,
     /// Dropped with the store: stops the runtime's thread.
-    _stop: tokio::sync::oneshot::Sender<()>,
+    rt: Runtime,
     client: Client,
     prefix: String,
     timeout: Duration,
@@ -185,38 +168,11 @@ impl EtcdStore {
             }
             opts = opts.with_tls(tls);
         }
-        let (rt_tx, rt_rx) = sync_channel(1);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("etcd-store".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = rt_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = rt_tx.send(Ok(rt.handle().clone()));
-                // Runs the store's futures until the store is dropped.
-                let _ = rt.block_on(stop_rx);
-            })
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the etcd thread: {e}")))?;
-        let rt = rt_rx
-            .recv()
-            .map_err(|_| StoreError::Unavailable("the etcd thread did not start".into()))?
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the etcd runtime: {e}")))?;
+        let rt = Runtime::start("etcd-store")?;
         let endpoints = cfg.endpoints.clone();
-        let (tx, rx) = sync_channel(1);
-        rt.spawn(async move {
-            let _ = tx.send(Client::connect(endpoints, Some(opts)).await);
-        });
-        let client = rx
-            .recv()
-            .map_err(|_| StoreError::Unavailable("the etcd thread stopped".into()))?
+        let client = rt
+            .block(async move { Client::connect(endpoints, Some(opts)).await })
+            .ok_or_else(|| StoreError::Unavailable("the etcd thread stopped".into()))?
             .map_err(unavailable)?;
         let mut prefix = cfg.prefix.clone();
         if !prefix.ends_with('/') {
@@ -224,14 +180,11 @@ impl EtcdStore {
         }
         Ok(EtcdStore {
             rt,
-            _stop: stop_tx,
             client,
             prefix,
             timeout: cfg.timeout,
             node_ttl: cfg.node_ttl,
-            health: Arc::new(Health {
-                up: AtomicBool::new(true),
-            }),
+            health: Arc::new(Health::new("etcd")),
             leases: Mutex::new(HashMap::new()),
         })
     }
@@ -248,9 +201,8 @@ impl EtcdStore {
         Fut: Future<Output = Result<T, etcd_client::Error>> + Send,
     {
         const PAUSE: Duration = Duration::from_millis(100);
-        let (tx, rx) = sync_channel(1);
         let (timeout, client) = (self.timeout, self.client.clone());
-        self.rt.spawn(async move {
+        let r = self.rt.block(async move {
             let deadline = tokio::time::Instant::now() + timeout;
             let mut last: Option<etcd_client::Error> = None;
             let r = loop {
@@ -273,11 +225,9 @@ impl EtcdStore {
                     Err(_) => break Err(no_answer(timeout, last.as_ref())),
                 }
             };
-            let _ = tx.send(r);
+            r
         });
-        let r = rx
-            .recv()
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("the etcd thread stopped".into())));
+        let r = r.unwrap_or_else(|| Err(StoreError::Unavailable("the etcd thread stopped".into())));
         self.health.saw(&r);
         r
     }
@@ -554,7 +504,7 @@ impl Store for EtcdStore {
             stop: stop.clone(),
             health: self.health.clone(),
         };
-        self.rt.spawn(task.run());
+        self.rt.handle().spawn(task.run());
         Ok(Watch::new(rx, stop))
     }
 
@@ -710,7 +660,7 @@ impl WatchTask {
             }
             if broken.take().is_some() {
                 tracing::info!("etcd: the {} watch is back", self.kind);
-                self.health.up.store(true, Ordering::Relaxed);
+                self.health.set_up();
             }
             let mut out = Vec::new();
             for ev in resp.events() {
@@ -743,22 +693,8 @@ impl WatchTask {
         }
     }
 
-    /// Sends events to the reader; false when it is gone. A full queue is waited out without
-    /// blocking the store's runtime, which serves every other call: the reader is slow, and
-    /// etcd keeps the history until we read on (or compacts it, and we list again).
+    /// Sends events to the reader; false when it is gone.
     async fn send(&self, events: Vec<WatchEvent>) -> bool {
-        for mut ev in events {
-            loop {
-                match self.tx.try_send(ev) {
-                    Ok(()) => break,
-                    Err(TrySendError::Disconnected(_)) => return false,
-                    Err(TrySendError::Full(back)) => {
-                        ev = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
-        }
-        true
+        send_all(&self.tx, events).await
     }
 }

@@ -11,8 +11,10 @@ mod etcd;
 mod file;
 mod file_lock;
 mod file_watch;
+pub mod kube;
 mod memory;
 mod names;
+mod runtime;
 mod watch_state;
 
 use std::fmt;
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use error::StoreError;
 pub use etcd::{EtcdConfig, EtcdStore, DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX};
 pub use file::FileStore;
+pub use kube::{KubeConfig, KubeStore};
 pub use memory::MemoryStore;
 
 /// The kinds of record; their names are Calico's CRD kinds.
@@ -42,10 +45,13 @@ pub enum Kind {
     /// A node's heartbeat, apart from its Node record (as Kubernetes keeps node Leases apart
     /// from Nodes): renewing it every few seconds must not wake every watcher of the mesh.
     NodeLease,
+    /// Who leads a job that exactly one agent of the cluster may do (releasing the IPAM of
+    /// departed nodes). A `coordination.k8s.io` Lease on Kubernetes.
+    LeaderLease,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::IPPool,
         Kind::IPAMBlock,
         Kind::BlockAffinity,
@@ -54,6 +60,7 @@ impl Kind {
         Kind::Node,
         Kind::WorkloadEndpoint,
         Kind::NodeLease,
+        Kind::LeaderLease,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +73,7 @@ impl Kind {
             Kind::Node => "Node",
             Kind::WorkloadEndpoint => "WorkloadEndpoint",
             Kind::NodeLease => "NodeLease",
+            Kind::LeaderLease => "LeaderLease",
         }
     }
 }
@@ -209,6 +217,13 @@ pub trait Store: Send + Sync {
     fn node_ttl(&self) -> Option<Duration> {
         None
     }
+    /// Whether nodes leave the registry without their agents' doing: their records expire
+    /// (etcd), or the cluster deletes them (Kubernetes Node objects). Then the agents release
+    /// the IPAM of nodes that left, after a grace, under a [`Kind::LeaderLease`]. On the file
+    /// store a node leaves only when an operator removes it, and that frees its IPAM at once.
+    fn nodes_depart(&self) -> bool {
+        self.node_ttl().is_some()
+    }
 }
 
 /// A datastore as the agent's flags select it.
@@ -217,6 +232,7 @@ pub enum Backend {
     Memory,
     File(std::path::PathBuf),
     Etcd(EtcdConfig),
+    Kubernetes(KubeConfig),
 }
 
 impl fmt::Display for Backend {
@@ -225,6 +241,7 @@ impl fmt::Display for Backend {
             Backend::Memory => f.write_str("memory"),
             Backend::File(dir) => write!(f, "file:{}", dir.display()),
             Backend::Etcd(cfg) => write!(f, "etcd {} ({})", cfg.endpoints.join(","), cfg.prefix),
+            Backend::Kubernetes(_) => f.write_str("kubernetes"),
         }
     }
 }
@@ -235,6 +252,7 @@ impl Backend {
             Backend::Memory => Arc::new(MemoryStore::new()),
             Backend::File(dir) => Arc::new(FileStore::open(dir)?),
             Backend::Etcd(cfg) => Arc::new(EtcdStore::connect(cfg)?),
+            Backend::Kubernetes(cfg) => Arc::new(KubeStore::connect(cfg)?),
         })
     }
 }
