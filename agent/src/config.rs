@@ -99,7 +99,8 @@ pub struct AgentConfig {
     pub metrics_addr: SocketAddr,
 
     /// Where IPAM state lives: `file:<dir>` (the directory is created if its parent exists),
-    /// or `etcd` (etcd v3, at `--etcd-endpoints`).
+    /// `kubernetes` (custom resources, Node objects and Leases on the Kubernetes API, from the
+    /// pod's service account or KUBECONFIG), or `etcd` (etcd v3, at `--etcd-endpoints`).
     #[arg(long, env = "DATASTORE", default_value = "file:/var/lib/gingham")]
     pub datastore: Datastore,
 
@@ -130,8 +131,9 @@ pub struct AgentConfig {
           value_parser = clap::value_parser!(u64).range(15..=3600))]
     pub node_lease_ttl: u64,
 
-    /// With `--datastore etcd`: seconds after a node left the mesh before its blocks,
-    /// affinities and addresses are released (by one agent, the live node first by name).
+    /// With `--datastore etcd` or `kubernetes`: seconds after a node left the mesh (its lease
+    /// expired, its Node object was deleted) before its blocks, affinities and addresses are
+    /// released, by the one agent that holds the node-collector lease.
     #[arg(long, env = "NODE_RELEASE_GRACE", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub node_release_grace: u64,

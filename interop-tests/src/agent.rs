@@ -58,6 +58,8 @@ pub struct AgentConfig {
     /// The datastore directory; by default `<instance dir>/datastore`. Agents of one lab share
     /// one directory (the file backend locks it).
     pub datastore: Option<PathBuf>,
+    /// A `--datastore` value other than a directory (`kubernetes`, `etcd`): replaces it.
+    pub datastore_spec: Option<String>,
     /// Extra prefixes to announce (`--advertise`), besides the node's IPAM blocks.
     pub advertise: Vec<ipnet::Ipv4Net>,
     pub extra_args: Vec<String>,
@@ -76,6 +78,7 @@ impl AgentConfig {
             mesh: false,
             metrics_port: 9099,
             datastore: None,
+            datastore_spec: None,
             advertise: Vec::new(),
             extra_args: Vec::new(),
             env: vec![("RUST_LOG".into(), "info".into())],
@@ -118,7 +121,10 @@ impl AgentConfig {
         a.push("--metrics-addr".into());
         a.push(format!("127.0.0.1:{}", self.metrics_port));
         a.push("--datastore".into());
-        a.push(format!("file:{}", datastore.display()));
+        a.push(match &self.datastore_spec {
+            Some(spec) => spec.clone(),
+            None => format!("file:{}", datastore.display()),
+        });
         a.extend(self.extra_args.iter().cloned());
         a
     }
@@ -136,6 +142,21 @@ impl Agent {
     /// Starts the agent in `ns` with its socket, datastore and log in `dir`; returns once
     /// `routectl show` answers.
     pub fn start(ns: &Netns, dir: &Path, cfg: AgentConfig) -> Result<Agent> {
+        let agent = Agent::launch(ns, dir, cfg)?;
+        agent.wait_ready(Duration::from_secs(15))?;
+        Ok(agent)
+    }
+
+    /// Waits until `routectl show` answers (or the agent exits, with its log).
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        self.daemon
+            .wait_ready(timeout, "gingham-agent control socket", || {
+                Ok(self.routectl(&["show"]).is_ok())
+            })
+    }
+
+    /// Starts the agent and returns at once (it may be waiting for its datastore).
+    pub fn launch(ns: &Netns, dir: &Path, cfg: AgentConfig) -> Result<Agent> {
         std::fs::create_dir_all(dir)?;
         let bin = binary("GINGHAM_AGENT_BIN", "gingham-agent")?;
         let mut argv = vec![bin.to_string_lossy().into_owned()];
@@ -147,18 +168,12 @@ impl Agent {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let daemon = ns.spawn_env(dir, &format!("agent-{}", cfg.node_name), &argv, &env)?;
-        let agent = Agent {
+        Ok(Agent {
             cfg,
             sock: dir.join("agent.sock"),
             netns: ns.name().to_string(),
             daemon,
-        };
-        agent.daemon.wait_ready(
-            Duration::from_secs(15),
-            "gingham-agent control socket",
-            || Ok(agent.routectl(&["show"]).is_ok()),
-        )?;
-        Ok(agent)
+        })
     }
 
     /// `GET /metrics` on the agent's metrics port, inside its namespace.

@@ -3,7 +3,7 @@
 use agent::autodetect::{autodetect, interfaces};
 use agent::config::{AgentConfig, Datastore, IpSetting};
 use agent::daemon::{run, DaemonSettings, PeerSettings};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bgp::Password;
 use ipnet::Ipv4Net;
 use std::net::{IpAddr, Ipv4Addr};
@@ -73,7 +73,7 @@ fn resolve(cfg: AgentConfig) -> Result<DaemonSettings> {
         Datastore::File(dir) => ipam::store::Backend::File(dir.clone()),
         Datastore::Etcd => ipam::store::Backend::Etcd(cfg.etcd_config()),
         Datastore::Kubernetes => {
-            bail!("'--datastore kubernetes' is not supported yet; use 'file:<dir>' or 'etcd'")
+            ipam::store::Backend::Kubernetes(ipam::store::KubeConfig::default())
         }
     };
     Ok(DaemonSettings {
@@ -235,8 +235,8 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_is_not_built_naming_the_flag() {
-        let e = resolve(parse(&[
+    fn kubernetes_is_a_datastore_and_bad_sizes_name_the_flag() {
+        let s = resolve(parse(&[
             "--node-name",
             "n",
             "--ip",
@@ -244,8 +244,8 @@ mod tests {
             "--datastore",
             "kubernetes",
         ]))
-        .unwrap_err();
-        assert!(format!("{e:#}").contains("--datastore kubernetes"));
+        .unwrap();
+        assert!(matches!(s.datastore, ipam::store::Backend::Kubernetes(_)));
         let e = resolve(parse(&[
             "--node-name",
             "n",

@@ -123,6 +123,9 @@ impl FailureLog {
     }
 }
 
+/// How often an agent waiting for its datastore at start says it still is.
+const WAITING_REMINDER: Duration = Duration::from_secs(10);
+
 /// Runs a blocking datastore step of the start-up again while the datastore cannot be reached
 /// (etcd not up yet, or without quorum): an agent must wait for it, not exit and restart in a
 /// loop. Logs when it starts waiting and when it is through, not every attempt.
@@ -132,21 +135,37 @@ async fn until_reachable<T: Send + 'static>(
 ) -> Result<T, AgentError> {
     let f = Arc::new(f);
     let mut pause = Duration::from_millis(200);
-    let mut waiting = false;
+    let started = Instant::now();
+    // When it started waiting, and when it last said so.
+    let mut waiting: Option<Instant> = None;
     loop {
         let step = f.clone();
         match tokio::task::spawn_blocking(move || step()).await? {
             Err(e) if e.kind() == crate::control::api::ErrorKind::Unavailable => {
-                if !waiting {
-                    tracing::warn!("{what}: {e}; waiting for the datastore");
-                    waiting = true;
+                // Said when it starts, then every 10 s: someone reading the log of an agent
+                // that is not ready wants to see it is waiting, and for what.
+                match waiting {
+                    None => tracing::warn!("{what}: {e}; waiting for the datastore"),
+                    Some(said) if said.elapsed() >= WAITING_REMINDER => tracing::warn!(
+                        "{what}: still waiting for the datastore ({} s): {e}",
+                        started.elapsed().as_secs()
+                    ),
+                    Some(_) => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
                 }
+                waiting = Some(Instant::now());
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
             r => {
-                if waiting && r.is_ok() {
-                    tracing::info!("{what}: the datastore answers");
+                if waiting.is_some() && r.is_ok() {
+                    tracing::info!(
+                        "{what}: the datastore answers after {} s",
+                        started.elapsed().as_secs()
+                    );
                 }
                 return r;
             }

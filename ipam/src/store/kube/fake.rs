@@ -4,6 +4,9 @@
 //! taken name, a stale resourceVersion or UID and a failed delete precondition, JSON merge
 //! patches, label selectors, and watches from a resourceVersion that answer 410 Gone below the
 //! last compaction. Every request is logged.
+//!
+//! Built for tests only (the `fake-api` feature): `interop-tests` serves it over HTTP so that
+//! agents in network namespaces can run on the `kubernetes` datastore without a cluster.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -214,12 +217,17 @@ impl FakeApi {
     async fn serve(&self, req: Request<kube::client::Body>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let bytes = body.collect_bytes().await.unwrap_or_default();
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let path = parts.uri.path().to_string();
-        let query = parts.uri.query().unwrap_or("").to_string();
+        self.handle(parts.method, &parts.uri, &bytes)
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, method: Method, uri: &http::Uri, bytes: &[u8]) -> Response<Body> {
+        let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        let path = uri.path().to_string();
+        let query = uri.query().unwrap_or("").to_string();
         let mut st = self.lock();
         st.requests.push(Seen {
-            method: parts.method.clone(),
+            method: method.clone(),
             path: path.clone(),
             query: query.clone(),
             body: body.clone(),
@@ -230,7 +238,7 @@ impl FakeApi {
         let Some((collection, name)) = split(&path) else {
             return full(404, &status(404, "NotFound", &format!("no route {path}")));
         };
-        match (parts.method, name) {
+        match (method, name) {
             (Method::GET, Some(name)) => match st.get(&collection, &name) {
                 Some(o) => full(200, &o),
                 None => full(404, &status(404, "NotFound", &format!("{name} not found"))),

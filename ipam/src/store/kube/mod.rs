@@ -20,8 +20,8 @@ pub mod names;
 mod objects;
 mod watch;
 
-#[cfg(test)]
-mod fake;
+#[cfg(any(test, feature = "fake-api"))]
+pub mod fake;
 #[cfg(test)]
 mod tests;
 
