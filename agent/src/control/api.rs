@@ -294,7 +294,7 @@ pub struct Assignment {
 }
 
 /// A pod on this node, as recorded by the agent (so it can reconcile host routes after restart).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EndpointRecord {
     pub container_id: String,
     pub pod: Option<String>,

@@ -10,13 +10,39 @@ use ipam::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
+/// Every CustomResourceDefinition Gingham uses: IPAM's and this one. `deploy/gingham.yaml`
+/// holds them as YAML, generated from here.
+pub fn crds(
+) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    let mut all = ipam::store::kube::crds();
+    all.push(WorkloadEndpointResource::crd());
+    all
+}
+
 /// Calico's handle for a pod's address: `k8s-pod-network.<container ID>`.
 pub fn pod_handle(container_id: &str) -> String {
     format!("k8s-pod-network.{container_id}")
 }
 
-/// The stored form: the endpoint and the node it lives on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The stored form: the endpoint and the node it lives on. On Kubernetes, a cluster-scoped
+/// `WorkloadEndpoint` custom resource (`gingham.io/v1`).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, kube::CustomResource,
+)]
+#[kube(
+    group = "gingham.io",
+    version = "v1",
+    kind = "WorkloadEndpoint",
+    plural = "workloadendpoints",
+    root = "WorkloadEndpointResource",
+    doc = "A pod on a node, as its agent recorded it (Gingham).",
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.node"}"#,
+    printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".spec.pod"}"#,
+    printcolumn = r#"{"name":"IP","type":"string","jsonPath":".spec.ip"}"#,
+    printcolumn = r#"{"name":"Interface","type":"string","jsonPath":".spec.interface"}"#
+)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadEndpoint {
     pub node: String,

@@ -15,12 +15,12 @@ use ipnet::Ipv4Net;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use affinity::{AffinityState, BlockAffinity};
-pub use block::{AllocationAttribute, AllocationBlock};
-pub use config::IpamConfig;
-pub use handle::IpamHandle;
+pub use affinity::{AffinityState, BlockAffinity, BlockAffinityResource};
+pub use block::{AllocationAttribute, AllocationBlock, IpamBlockResource};
+pub use config::{IpamConfig, IpamConfigResource};
+pub use handle::{IpamHandle, IpamHandleResource};
 pub use node::{LeaderLease, NodeLease, NodeRecord};
-pub use pool::IpPool;
+pub use pool::{IpPool, IpPoolResource};
 
 use crate::store::StoreError;
 use crate::store::{CorruptRecord, Kind, Record, Revision, Store, Watch, WatchEvent};

@@ -53,6 +53,24 @@ use super::{CorruptRecord, Kind, Listing, Record, Revision, Store, StoreError, W
 use objects::Target;
 pub use objects::{custom, ADDRESS as ADDRESS_ANNOTATION, AS as AS_ANNOTATION, GROUP};
 
+/// The CustomResourceDefinitions of the IPAM records, derived from their types.
+pub fn crds(
+) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use crate::resources::{
+        BlockAffinityResource, IpPoolResource, IpamBlockResource, IpamConfigResource,
+        IpamHandleResource,
+    };
+    use kube::CustomResourceExt;
+    vec![
+        IpPoolResource::crd(),
+        IpamBlockResource::crd(),
+        BlockAffinityResource::crd(),
+        IpamHandleResource::crd(),
+        IpamConfigResource::crd(),
+    ]
+}
+
 /// How to reach the API: `--datastore kubernetes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubeConfig {
