@@ -22,12 +22,6 @@ trap 'printf "kind-up.sh: failed (line %s): %s\n" "$LINENO" "$BASH_COMMAND" >&2'
 
 kc() { kubectl --context "$context" "$@"; }
 
-# The DaemonSet runs the agent with DATASTORE=kubernetes, and that datastore is not built yet:
-# the agent would refuse to start on every node. Say so rather than make a broken cluster.
-if ! "$root/target/release/gingham-agent" --help 2>/dev/null | grep -q "kubernetes"; then
-    die "the Kubernetes datastore (--datastore kubernetes) is not built yet, so Gingham cannot run as a DaemonSet on kind; see deploy/README.md"
-fi
-
 check_prerequisites() {
     local missing=()
     command -v docker >/dev/null 2>&1 ||
@@ -52,8 +46,6 @@ check_prerequisites() {
 }
 
 check_prerequisites
-[[ -f "$here/crds.yaml" ]] ||
-    die "$here/crds.yaml is missing: it holds the gingham.io CustomResourceDefinitions, generated from the Rust types; generate it first"
 
 # Not `kind get clusters | grep -q`: with pipefail, grep quitting early can fail the pipe.
 clusters=$(kind get clusters 2>/dev/null)
@@ -77,10 +69,11 @@ if kc -n kube-system get ds/gingham >/dev/null 2>&1; then
     existed=true
 fi
 
-say "Applying the CRDs, then Gingham"
-kc apply -f "$here/crds.yaml"
-kc wait --for=condition=Established -f "$here/crds.yaml" --timeout=60s
+say "Applying deploy/gingham.yaml (CRDs, RBAC, the CNI config, the DaemonSet)"
 kc apply -f "$here/gingham.yaml"
+kc wait --for=condition=Established --timeout=60s \
+    crd/ippools.gingham.io crd/ipamblocks.gingham.io crd/blockaffinities.gingham.io \
+    crd/ipamhandles.gingham.io crd/ipamconfigs.gingham.io crd/workloadendpoints.gingham.io
 if [[ $existed == true ]]; then
     kc -n kube-system rollout restart ds/gingham
 fi

@@ -27,8 +27,9 @@ fn generated() -> String {
 }
 
 fn documents(text: &str) -> Vec<Value> {
-    text.split("\n---")
-        .filter_map(|d| serde_norway::from_str::<Value>(d).ok())
+    use serde::Deserialize;
+    serde_norway::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("a YAML document"))
         .filter(|v| v.is_object())
         .collect()
 }

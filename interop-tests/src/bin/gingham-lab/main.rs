@@ -7,7 +7,10 @@
 //! binary, called as a container runtime would call it. Every command that changes the lab holds
 //! the lab's lock, so commands can run side by side.
 
+mod container;
 mod etcd;
+mod kubelet;
+mod manifest;
 mod node;
 mod pod;
 mod show;
@@ -65,7 +68,17 @@ enum Cmd {
         /// three-member etcd cluster in namespaces of its own on the underlay.
         #[arg(long, default_value = "file", value_parser = ["file", "etcd"])]
         datastore: String,
+        /// Run each node's agent as this manifest's DaemonSet says (deploy/gingham.yaml): its
+        /// init containers, then the agent container with the manifest's command and
+        /// environment, its volumes under the node's directory. Only the datastore is the
+        /// lab's.
+        #[arg(long, value_name = "FILE")]
+        from_manifest: Option<PathBuf>,
     },
+    /// (internal) Run a container of a manifest lab: `ip netns exec <node> gingham-lab
+    /// container-run <spec>`.
+    #[command(hide = true)]
+    ContainerRun { spec: PathBuf },
     /// Nodes and pods of the running lab.
     Status {
         #[arg(short = 'o', long = "output", default_value = "table", value_parser = ["table", "json"])]
@@ -202,7 +215,9 @@ fn up(
     agent_env: &[(String, String)],
     no_agents: bool,
     datastore: &str,
+    from_manifest: Option<&Path>,
 ) -> Result<()> {
+    let workload = from_manifest.map(manifest::load).transpose()?;
     let (dir, prefix) = (cli.dir.as_path(), cli.prefix.as_str());
     let _lock = LabLock::acquire(dir)?;
     if let Some(st) = LabState::load(dir)? {
@@ -238,6 +253,7 @@ fn up(
         next_node: 0,
         agent_env: agent_env.to_vec(),
         etcd: vec![],
+        manifest: workload,
     };
     st.save(dir)?;
     say!("Creating the underlay bridge (172.18.0.0/16) in namespace {underlay}");
@@ -274,6 +290,33 @@ fn up(
         for m in &st.etcd {
             say!("etcd member {}: {}:2379 ({})", m.name, m.ip, etcd::state(m));
         }
+    }
+    if let Some(w) = &st.manifest {
+        say!(
+            "Running DaemonSet {}/{} of {} on every node: {}, then {} with the manifest's command and environment",
+            w.namespace,
+            w.daemonset,
+            w.source.display(),
+            if w.init.is_empty() {
+                "no init container".to_string()
+            } else {
+                format!(
+                    "init container{} {}",
+                    if w.init.len() > 1 { "s" } else { "" },
+                    w.init.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            },
+            w.agent.name
+        );
+        say!(
+            "The one difference: the datastore is the lab's {} (the manifest's DATASTORE is for a cluster's API server); each node's hostPath volumes are under {}/<node>/root",
+            if st.uses_etcd() {
+                "etcd cluster".to_string()
+            } else {
+                format!("file store, {}", st.datastore.display())
+            },
+            dir.display()
+        );
     }
     for i in 0..nodes as usize {
         let name = node::default_name(prefix, i);
@@ -559,6 +602,7 @@ fn run(cli: &Cli) -> Result<i32> {
             agent_env,
             no_agents,
             datastore,
+            from_manifest,
         } => up(
             cli,
             *nodes,
@@ -566,7 +610,9 @@ fn run(cli: &Cli) -> Result<i32> {
             agent_env,
             *no_agents,
             datastore,
+            from_manifest.as_deref(),
         )?,
+        Cmd::ContainerRun { spec } => match container::run(spec)? {},
         Cmd::Etcd { what } => {
             let _lock = LabLock::acquire(dir)?;
             let mut st = load(dir)?;

@@ -84,6 +84,7 @@ pub fn lab_agent(name: &str, ip: Ipv4Addr, st: &LabState, node_dir: &Path) -> Ag
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .chain(st.agent_env.iter().cloned())
             .collect(),
+        container: None,
     }
 }
 
@@ -146,7 +147,24 @@ pub fn create(
         );
     }
     std::fs::create_dir_all(&node_dir)?;
-    let spec = spec.unwrap_or_else(|| lab_agent(name, ip, st, &node_dir));
+    let from_manifest = match (&spec, &st.manifest) {
+        (None, Some(w)) => match crate::kubelet::prepare(w, st, name, ip, &node_dir) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&node_dir);
+                return Err(e);
+            }
+        },
+        _ => None,
+    };
+    let (spec, control_socket, cni) = match from_manifest {
+        Some(p) => (p.agent, p.control_socket, Some(p.cni)),
+        None => (
+            spec.unwrap_or_else(|| lab_agent(name, ip, st, &node_dir)),
+            node_dir.join("agent.sock"),
+            None,
+        ),
+    };
     let port = format!("p{}", index + 1);
     let built = (|| -> Result<i32> {
         sys::netns_add(&netns)?;
@@ -174,6 +192,9 @@ pub fn create(
         sys::ip(&netns, &["addr", "add", &format!("{ip}/16"), "dev", "eth0"])?;
         sys::ip(&netns, &["link", "set", "eth0", "up"])?;
         sys::ip(&netns, &["route", "add", "default", "via", "172.18.0.1"])?;
+        if let Some(w) = &st.manifest {
+            crate::kubelet::run_init(w, &netns, &node_dir, name, ip)?;
+        }
         if start {
             start_agent(&netns, &node_dir.join("agent.log"), &spec)
         } else {
@@ -194,11 +215,12 @@ pub fn create(
         name: name.to_string(),
         netns,
         ip,
-        control_socket: node_dir.join("agent.sock"),
+        control_socket,
         agent_pid: pid,
         log: node_dir.join("agent.log"),
         bridge_port: port,
         agent: spec,
+        cni,
     });
     st.save(dir)
 }
@@ -210,11 +232,23 @@ pub fn start_agent(netns: &str, log: &Path, spec: &AgentSpec) -> Result<i32> {
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", netns])
-        .arg(bin("gingham-agent"))
-        .args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns]);
+    match &spec.container {
+        // The DaemonSet's container: the launcher sets up its mounts and becomes the agent.
+        Some(c) => {
+            cmd.arg(bin("gingham-lab"))
+                .arg("container-run")
+                .arg(c.write()?)
+                .env_clear();
+        }
+        None => {
+            cmd.arg(bin("gingham-agent"))
+                .args(&spec.args)
+                .envs(spec.env.iter().map(|(k, v)| (k, v)));
+        }
+    }
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(logf.try_clone()?)
         .stderr(logf)

@@ -21,8 +21,105 @@ fn cni_config(node: &NodeState) -> String {
     .to_string()
 }
 
+/// The CNI environment of a call for `pod`.
+fn cni_env(pod: &PodState, command: &str, path: &str) -> Vec<(String, String)> {
+    [
+        ("CNI_COMMAND", command.to_string()),
+        ("CNI_CONTAINERID", pod.container_id.clone()),
+        ("CNI_NETNS", format!("/var/run/netns/{}", pod.netns)),
+        ("CNI_IFNAME", "eth0".to_string()),
+        (
+            "CNI_ARGS",
+            format!(
+                "K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
+                pod.namespace, pod.name
+            ),
+        ),
+        ("CNI_PATH", path.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// A lab from a manifest: the node's conflist, as its container runtime reads it (the first
+/// `*.conflist`, `*.conf` or `*.json` by name), each plugin in turn with the result of the one
+/// before for ADD, in reverse order for DEL.
+fn cni_from_conflist(dir: &Path, node: &NodeState, pod: &PodState, command: &str) -> Result<Value> {
+    let cni = node.cni.as_ref().context("not a node from a manifest")?;
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&cni.conf_dir)
+        .with_context(|| {
+            format!(
+                "{} (no CNI configuration on {}: did its init container run?)",
+                cni.conf_dir.display(),
+                node.name
+            )
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "conflist" || x == "conf" || x == "json")
+        })
+        .collect();
+    files.sort();
+    let file = files.first().with_context(|| {
+        format!(
+            "no CNI configuration in {} on {}",
+            cni.conf_dir.display(),
+            node.name
+        )
+    })?;
+    let list: Value = serde_json::from_slice(&std::fs::read(file)?)
+        .with_context(|| format!("reading {}", file.display()))?;
+    let plugins: Vec<Value> = match list["plugins"].as_array() {
+        Some(p) => p.clone(),
+        None => vec![list.clone()], // a single-plugin .conf
+    };
+    let order: Vec<&Value> = if command == "DEL" {
+        plugins.iter().rev().collect()
+    } else {
+        plugins.iter().collect()
+    };
+    let node_dir = dir.join(&node.name);
+    let mut result = Value::Null;
+    for p in order {
+        let mut conf = p.clone();
+        conf["name"] = list["name"].clone();
+        conf["cniVersion"] = list["cniVersion"].clone();
+        if command == "ADD" && !result.is_null() {
+            conf["prevResult"] = result.clone();
+        }
+        let plugin = p["type"].as_str().context("a plugin without a type")?;
+        let out = crate::kubelet::run_plugin(
+            cni,
+            &node_dir,
+            &node.netns,
+            plugin,
+            &cni_env(pod, command, "/opt/cni/bin"),
+            &conf.to_string(),
+        )?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "{plugin} {command} for {}: {} {}",
+                pod.name,
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        if !stdout.trim().is_empty() {
+            result = serde_json::from_str(&stdout)?;
+        }
+    }
+    Ok(result)
+}
+
 /// Calls the CNI plugin inside the node's namespace, as kubelet's runtime would.
-fn cni(node: &NodeState, pod: &PodState, command: &str) -> Result<Value> {
+fn cni(dir: &Path, node: &NodeState, pod: &PodState, command: &str) -> Result<Value> {
+    if node.cni.is_some() {
+        return cni_from_conflist(dir, node, pod, command);
+    }
     let mut child = Command::new("ip")
         .args(["netns", "exec", &node.netns])
         .arg(bin("gingham-cni"))
@@ -110,7 +207,7 @@ pub fn add(
         ip: None,
         interface: String::new(),
     };
-    let result = match cni(&node, &pod, "ADD") {
+    let result = match cni(dir, &node, &pod, "ADD") {
         Ok(r) => r,
         Err(e) => {
             // ADD rolled back on the agent's side; the namespace is ours to remove.
@@ -151,7 +248,7 @@ pub fn del(dir: &Path, st: &mut LabState, name: &str, force: bool) -> Result<For
     let mut forced = Forced::default();
     let node = st.node(&pod.node).cloned();
     let result = match &node {
-        Some(node) if sys::pid_alive(node.agent_pid) => cni(node, &pod, "DEL").map(|_| ()),
+        Some(node) if sys::pid_alive(node.agent_pid) => cni(dir, node, &pod, "DEL").map(|_| ()),
         Some(_) => Err(anyhow!("the agent of {} is not running", pod.node)),
         None => Err(anyhow!("its node {} is gone", pod.node)),
     };

@@ -206,6 +206,7 @@ pub fn status(st: &LabState, as_json: bool, dir: &Path) {
             "subnet": st.subnet,
             "datastore": datastore(st),
             "datastore_dir": (!st.uses_etcd()).then_some(&st.datastore),
+            "from_manifest": st.manifest.as_ref().map(|w| &w.source),
             "etcd": st.etcd.iter().map(|m| json!({
                 "name": m.name,
                 "netns": m.netns,

@@ -26,6 +26,9 @@ pub struct LabState {
     /// The lab's etcd cluster (`up --datastore etcd`); empty with the file datastore.
     #[serde(default)]
     pub etcd: Vec<EtcdMemberState>,
+    /// `up --from-manifest`: the DaemonSet every node runs.
+    #[serde(default)]
+    pub manifest: Option<crate::manifest::Workload>,
 }
 
 /// One etcd member: a namespace of its own on the underlay, its data and log under the lab dir.
@@ -46,6 +49,19 @@ pub struct AgentSpec {
     /// The agent's command line after the binary.
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// From a manifest: the agent runs as the DaemonSet's container (`args` and `env` unused).
+    #[serde(default)]
+    pub container: Option<crate::container::ContainerSpec>,
+}
+
+/// How a container runtime on the node runs CNI (labs from a manifest): the node's conflist
+/// directory, and the node's view of the machine the plugins run in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeCni {
+    /// The node's `/etc/cni/net.d`, on the machine.
+    pub conf_dir: PathBuf,
+    /// The node's own directories at the paths the node sees them.
+    pub binds: Vec<crate::container::Bind>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +76,9 @@ pub struct NodeState {
     pub bridge_port: String,
     #[serde(default)]
     pub agent: AgentSpec,
+    /// Set for a lab from a manifest: pods are wired through the node's conflist.
+    #[serde(default)]
+    pub cni: Option<NodeCni>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
