@@ -85,6 +85,39 @@ fn the_cluster_role_grants_the_crds_and_nothing_more() {
         .collect();
     plurals.sort();
     assert_eq!(granted, plurals);
+    // The verbs the stores use: compare-and-swap is update (PUT), Node records are patches.
+    let verbs = |r: &Value| -> Vec<String> {
+        let mut v: Vec<String> = r["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let rule = |doc: &Value, group: &str| -> Value {
+        doc["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["apiGroups"][0] == group)
+            .unwrap_or_else(|| panic!("no rule for {group:?}"))
+            .clone()
+    };
+    assert_eq!(
+        verbs(&rule(role, "gingham.io")),
+        ["create", "delete", "get", "list", "update", "watch"]
+    );
+    assert_eq!(verbs(&rule(role, "")), ["get", "list", "patch", "watch"]);
+    let ns_role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role")
+        .expect("a Role for the leases");
+    assert_eq!(
+        verbs(&rule(ns_role, "coordination.k8s.io")),
+        ["create", "delete", "get", "list", "update", "watch"]
+    );
     // Every generated CRD is in the file, once.
     let crds: Vec<&Value> = docs
         .iter()
@@ -142,4 +175,166 @@ fn the_daemonsets_environment_is_what_the_agent_reads() {
         .unwrap_or_else(|e| panic!("the DaemonSet's environment does not validate: {e}"));
     assert_eq!(cfg.datastore, agent::config::Datastore::Kubernetes);
     assert_eq!(cfg.node_name().unwrap(), "gingham-worker");
+}
+
+/// Checks `v` against an OpenAPI v3 schema as the API server does for a custom resource: types,
+/// nullability, required fields, enums, patterns, and no field the schema does not know (the
+/// server would prune it: the data would be lost).
+fn check(schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>) {
+    if v.is_null() {
+        if schema["nullable"] != true {
+            errors.push(format!("{at}: null where the schema has no nullable"));
+        }
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(v) {
+            errors.push(format!("{at}: {v} is not one of {allowed:?}"));
+        }
+    }
+    match schema["type"].as_str() {
+        Some("object") => {
+            let Some(o) = v.as_object() else {
+                return errors.push(format!("{at}: {v} is not an object"));
+            };
+            for r in schema["required"].as_array().into_iter().flatten() {
+                if !o.contains_key(r.as_str().unwrap()) {
+                    errors.push(format!("{at}: {r} is required"));
+                }
+            }
+            for (k, field) in o {
+                let sub = &schema["properties"][k];
+                if !sub.is_null() {
+                    check(sub, field, &format!("{at}.{k}"), errors);
+                } else if schema["additionalProperties"].is_object() {
+                    check(
+                        &schema["additionalProperties"],
+                        field,
+                        &format!("{at}.{k}"),
+                        errors,
+                    );
+                } else if schema["x-kubernetes-preserve-unknown-fields"] != true {
+                    errors.push(format!(
+                        "{at}.{k}: not in the schema (the API server would drop it)"
+                    ));
+                }
+            }
+        }
+        Some("array") => match v.as_array() {
+            Some(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, x)| check(&schema["items"], x, &format!("{at}[{i}]"), errors)),
+            None => errors.push(format!("{at}: {v} is not an array")),
+        },
+        Some("string") => match v.as_str() {
+            Some(s) => {
+                if let Some(p) = schema["pattern"].as_str() {
+                    if !regex::Regex::new(p).unwrap().is_match(s) {
+                        errors.push(format!("{at}: {s:?} does not match {p}"));
+                    }
+                }
+            }
+            None => errors.push(format!("{at}: {v} is not a string")),
+        },
+        Some("integer") => {
+            if !(v.is_i64() || v.is_u64()) {
+                errors.push(format!("{at}: {v} is not an integer"));
+            } else if let Some(min) = schema["minimum"].as_f64() {
+                if v.as_f64().unwrap() < min {
+                    errors.push(format!("{at}: {v} is below {min}"));
+                }
+            }
+        }
+        Some("boolean") if !v.is_boolean() => errors.push(format!("{at}: {v} is not a boolean")),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_records_the_agent_writes_fit_their_crds() {
+    use ipam::store::{Kind, MemoryStore, Store};
+    use ipam::{AllocationAttrs, Ipam, IpamSettings, NodeRecord, NodeRegistry};
+    use std::sync::Arc;
+    // Records as the agent makes them: blocks claimed, confirmed, full, borrowed from, an
+    // address released, a policy, an endpoint.
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    for (i, n) in ["node-a", "node-b"].iter().enumerate() {
+        NodeRegistry::new(store.clone())
+            .register(&NodeRecord {
+                name: n.to_string(),
+                address: std::net::Ipv4Addr::new(172, 18, 0, 2 + i as u8),
+                asn: 64512,
+                last_heartbeat: 0,
+            })
+            .unwrap();
+    }
+    let ipam = Ipam::open(
+        store.clone(),
+        IpamSettings {
+            pool_cidr: "10.9.0.0/28".parse().unwrap(),
+            block_size: 30,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for i in 0..14 {
+        let node = if i % 2 == 0 { "node-a" } else { "node-b" };
+        let attrs = AllocationAttrs {
+            node: node.into(),
+            pod: Some(format!("pod-{i}")),
+            namespace: Some("default".into()),
+        };
+        ipam.assign(&format!("k8s-pod-network.{i:064x}"), &attrs)
+            .unwrap();
+    }
+    ipam.release(&format!("k8s-pod-network.{:064x}", 3))
+        .unwrap();
+    ipam.set_config(ipam::IpamConfig {
+        strict_affinity: true,
+        auto_allocate_blocks: true,
+        max_blocks_per_host: 10,
+    })
+    .unwrap();
+    let endpoint = agent::daemon::endpoints::WorkloadEndpoint {
+        node: "node-a".into(),
+        endpoint: agent::control::api::EndpointRecord {
+            container_id: "0123abcd".into(),
+            pod: Some("web".into()),
+            namespace: None,
+            interface: "cali0123456789a".into(),
+            ip: "10.9.0.1".parse().unwrap(),
+            netns: "/var/run/netns/cni-1".into(),
+            pod_interface: "eth0".into(),
+        },
+    };
+    store
+        .create(
+            Kind::WorkloadEndpoint,
+            "node-a-0123abcd",
+            serde_json::to_value(&endpoint).unwrap(),
+        )
+        .unwrap();
+
+    let crds = agent::daemon::endpoints::crds();
+    let mut seen = 0;
+    for kind in Kind::ALL {
+        let Some(crd) = crds.iter().find(|c| c.spec.names.kind == kind.as_str()) else {
+            continue; // Node and Leases are not custom resources
+        };
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
+        for r in store.list(kind).unwrap().records {
+            let mut errors = Vec::new();
+            check(
+                spec,
+                &r.data,
+                &format!("{kind}/{}.spec", r.name),
+                &mut errors,
+            );
+            assert!(errors.is_empty(), "{errors:#?}\n{}", r.data);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 10, "{seen} records checked");
 }

@@ -530,9 +530,11 @@ async fn housekeeping(
     registry: NodeRegistry,
     record: NodeRecord,
 ) -> Result<(), AgentError> {
-    // On a datastore whose node records expire (etcd), a heartbeat that finds our record gone
-    // (we were cut off from etcd for longer than the TTL) registers the node again.
-    let expires = agent.store.node_ttl().is_some();
+    // On a datastore where node records leave without the agent's doing (an etcd lease that
+    // expired while we were cut off, annotations someone removed from our Kubernetes Node), a
+    // heartbeat that finds our record gone registers the node again: a node left out of every
+    // mesh would soon have its blocks released under its running pods.
+    let expires = agent.store.nodes_depart();
     let mut md5 = md5_counters();
     // Logged when it changes, not every beat: a bad record is one line, and so is its repair.
     let mut heartbeat = FailureLog::new("heartbeat");

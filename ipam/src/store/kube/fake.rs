@@ -66,6 +66,13 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
            "message": message, "reason": reason, "code": code})
 }
 
+/// 404 about one object, as the API server says it (its details name the object).
+fn not_found(name: &str) -> Response<Body> {
+    let mut s = status(404, "NotFound", &format!("{name} not found"));
+    s["details"] = json!({"name": name});
+    full(404, &s)
+}
+
 fn full(code: u16, body: &Value) -> Response<Body> {
     Response::builder()
         .status(StatusCode::from_u16(code).unwrap())
@@ -185,6 +192,19 @@ impl FakeApi {
         st.remove("/api/v1/nodes", name);
     }
 
+    /// Someone else (a user, another controller) labels an object.
+    pub fn label(&self, collection: &str, name: &str, key: &str, value: &str) {
+        let mut st = self.lock();
+        if let Some(mut o) = st.get(collection, name) {
+            o["metadata"]["labels"][key] = json!(value);
+            st.insert(collection, name, o, "MODIFIED");
+        }
+    }
+
+    pub fn object(&self, collection: &str, name: &str) -> Option<Value> {
+        self.lock().get(collection, name)
+    }
+
     /// Forgets the history: a watch from before now is answered 410 Gone.
     pub fn compact(&self) {
         let mut st = self.lock();
@@ -241,7 +261,7 @@ impl FakeApi {
         match (method, name) {
             (Method::GET, Some(name)) => match st.get(&collection, &name) {
                 Some(o) => full(200, &o),
-                None => full(404, &status(404, "NotFound", &format!("{name} not found"))),
+                None => not_found(&name),
             },
             (Method::GET, None) => {
                 let selector = query_param(&query, "labelSelector").and_then(|s| {
@@ -286,7 +306,7 @@ impl FakeApi {
             }
             (Method::PUT, Some(name)) => {
                 let Some(cur) = st.get(&collection, &name) else {
-                    return full(404, &status(404, "NotFound", &format!("{name} not found")));
+                    return not_found(&name);
                 };
                 if let Some(r) = st.precondition_failed(&cur, &body["metadata"]) {
                     return r;
@@ -296,7 +316,7 @@ impl FakeApi {
             }
             (Method::PATCH, Some(name)) => {
                 let Some(mut cur) = st.get(&collection, &name) else {
-                    return full(404, &status(404, "NotFound", &format!("{name} not found")));
+                    return not_found(&name);
                 };
                 if let Some(r) = st.precondition_failed(&cur, &body["metadata"]) {
                     return r;
@@ -307,7 +327,7 @@ impl FakeApi {
             }
             (Method::DELETE, Some(name)) => {
                 let Some(cur) = st.get(&collection, &name) else {
-                    return full(404, &status(404, "NotFound", &format!("{name} not found")));
+                    return not_found(&name);
                 };
                 if let Some(r) = st.precondition_failed(&cur, &body["preconditions"]) {
                     return r;

@@ -36,10 +36,11 @@ pub(crate) fn in_memory(nodes: &[&str]) -> Arc<dyn Store> {
     Arc::new(KubeStore::with_service(api.service(), "kube-system", Duration::from_secs(5)).unwrap())
 }
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::sync_channel;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -99,6 +100,9 @@ pub struct KubeStore {
     namespace: String,
     timeout: Duration,
     health: Arc<Health>,
+    /// Metadata others added to objects this store read (labels, owners, finalizers), carried
+    /// over by the next update: a PUT replaces the whole object. Only objects that have any.
+    extras: Mutex<HashMap<(Kind, String), objects::Extras>>,
 }
 
 /// Why a call failed, before it is said in the store's terms.
@@ -194,12 +198,48 @@ impl KubeStore {
             namespace,
             timeout,
             health: Arc::new(Health::new("Kubernetes API")),
+            extras: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Notes (or forgets) the foreign metadata of a record's object as just read.
+    fn saw(&self, kind: Kind, name: &str, meta: &kube::core::ObjectMeta) {
+        let mut extras = self.extras.lock().unwrap_or_else(|e| e.into_inner());
+        match objects::extras(meta) {
+            Some(e) => {
+                extras.insert((kind, name.to_string()), e);
+            }
+            None => {
+                extras.remove(&(kind, name.to_string()));
+            }
+        }
+    }
+
+    fn carry_over(&self, kind: Kind, name: &str, meta: &mut kube::core::ObjectMeta) {
+        let extras = self.extras.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = extras.get(&(kind, name.to_string())) {
+            objects::apply_extras(meta, e);
+        }
+    }
+
+    /// A record read back under `name` must be that record: an object made by hand, or two
+    /// names that met in one object, must not pass for it.
+    fn check_name(&self, name: &str, r: Record, object: &str) -> Result<Record, StoreError> {
+        if r.name == name {
+            Ok(r)
+        } else {
+            Err(StoreError::Corrupt {
+                path: object.to_string(),
+                reason: format!("holds the record {:?}, not {name:?}", r.name),
+            })
         }
     }
 
     /// Runs `op` on the store's runtime, trying again while it fails transiently, until the
-    /// deadline. Every write is conditional, so a write retried after its answer was lost
-    /// fails its condition and the caller re-reads, as after any conflict.
+    /// deadline. A write whose answer was lost may have been made: tried again, an update or
+    /// delete then fails its condition (Conflict, NotFound) and a create finds the name taken
+    /// (AlreadyExists), and the caller re-reads, as after any race. The allocator is built for
+    /// that: an assign finds the address an earlier try of its handle left in a block.
     fn call<T, F, Fut>(&self, op: F) -> Result<T, Failure>
     where
         T: Send + 'static,
@@ -254,6 +294,20 @@ impl KubeStore {
             Failure::OutOfTime(last) => self.no_answer(last.as_deref()),
             Failure::Other(e) => StoreError::Unavailable(format!("Kubernetes API: {e}")),
             Failure::Api(s) => match (s.code, s.reason.as_str()) {
+                // 404 about no object at all: the API serves no such resource (the CRDs are not
+                // installed, or not established yet). Something to wait for, not a missing record.
+                (404, _)
+                    if s.details.as_ref().is_none_or(|d| d.name.is_empty())
+                        && matches!(objects::target(kind), Target::Custom(_)) =>
+                {
+                    let plural = match objects::target(kind) {
+                        Target::Custom(ar) => ar.plural,
+                        _ => String::new(),
+                    };
+                    StoreError::Unavailable(format!(
+                        "the Kubernetes API serves no {plural}.{GROUP}: Gingham's CRDs are not installed yet (kubectl apply -f deploy/gingham.yaml)"
+                    ))
+                }
                 (404, _) => StoreError::NotFound {
                     kind,
                     name: name.into(),
@@ -292,13 +346,15 @@ impl KubeStore {
         Api::namespaced(client, ns)
     }
 
-    /// The Node object, or why not.
-    fn node(&self, name: &str) -> Result<Node, StoreError> {
+    /// The Node object's metadata (all a record needs; the object's status is large), or why
+    /// not.
+    fn node(&self, name: &str) -> Result<kube::core::ObjectMeta, StoreError> {
         let n = name.to_string();
         self.call(move |c| {
             let n = n.clone();
-            async move { Api::<Node>::all(c).get(&n).await }
+            async move { Api::<Node>::all(c).get_metadata(&n).await }
         })
+        .map(|m| m.metadata)
         .map_err(|f| self.error(Kind::Node, name, None, f))
     }
 
@@ -308,7 +364,7 @@ impl KubeStore {
             return e;
         }
         match self.node(name) {
-            Ok(n) if objects::node_record(&n).is_none() => StoreError::NotFound {
+            Ok(m) if objects::node_record(&m).is_none() => StoreError::NotFound {
                 kind: Kind::Node,
                 name: name.into(),
             },
@@ -359,13 +415,16 @@ impl Store for KubeStore {
         let err = |f| self.error(kind, name, None, f);
         match objects::target(kind) {
             Target::Custom(ar) => {
+                let obj = object.clone();
                 let o = self
                     .call(move |c| {
-                        let (ar, object) = (ar.clone(), object.clone());
+                        let (ar, object) = (ar.clone(), obj.clone());
                         async move { Api::<DynamicObject>::all_with(c, &ar).get(&object).await }
                     })
                     .map_err(err)?;
-                objects::custom_record(kind, &o).map_err(corrupt_err)
+                self.saw(kind, name, &o.metadata);
+                let r = objects::custom_record(kind, &o).map_err(corrupt_err)?;
+                self.check_name(name, r, &format!("{kind}/{object}"))
             }
             Target::Node => match objects::node_record(&self.node(name)?) {
                 None => Err(StoreError::NotFound {
@@ -376,14 +435,17 @@ impl Store for KubeStore {
             },
             Target::Lease(role) => {
                 let ns = self.namespace.clone();
+                let obj = object.clone();
                 let l = self
                     .call(move |c| {
-                        let object = object.clone();
+                        let object = obj.clone();
                         let api = Self::leases(c, &ns);
                         async move { api.get(&object).await }
                     })
                     .map_err(err)?;
-                objects::lease_record(role, &l).map_err(corrupt_err)
+                self.saw(kind, name, &l.metadata);
+                let r = objects::lease_record(role, &l).map_err(corrupt_err)?;
+                self.check_name(name, r, &format!("Lease/{object}"))
             }
         }
     }
@@ -410,19 +472,23 @@ impl Store for KubeStore {
                         }
                     })
                     .map_err(err)?;
-                items
-                    .items
-                    .iter()
-                    .for_each(|o| take(objects::custom_record(kind, o)));
+                for o in &items.items {
+                    self.saw(kind, &objects::record_name(&o.metadata), &o.metadata);
+                    take(objects::custom_record(kind, o));
+                }
             }
             Target::Node => {
                 let items = self
-                    .call(|c| async move { Api::<Node>::all(c).list(&ListParams::default()).await })
+                    .call(|c| async move {
+                        Api::<Node>::all(c)
+                            .list_metadata(&ListParams::default())
+                            .await
+                    })
                     .map_err(err)?;
                 items
                     .items
                     .iter()
-                    .filter_map(objects::node_record)
+                    .filter_map(|n| objects::node_record(&n.metadata))
                     .for_each(&mut take);
             }
             Target::Lease(role) => {
@@ -436,10 +502,10 @@ impl Store for KubeStore {
                         }
                     })
                     .map_err(err)?;
-                items
-                    .items
-                    .iter()
-                    .for_each(|l| take(objects::lease_record(role, l)));
+                for l in &items.items {
+                    self.saw(kind, &objects::record_name(&l.metadata), &l.metadata);
+                    take(objects::lease_record(role, l));
+                }
             }
         }
         Ok(sorted(listing))
@@ -486,7 +552,7 @@ impl Store for KubeStore {
                         name: name.into(),
                     });
                 }
-                let rev = objects::revision(&node.metadata);
+                let rev = objects::revision(&node);
                 let patch =
                     objects::node_patch(objects::node_annotations(name, Some(&data))?, &rev);
                 let node = self.patch_node(name, patch, &rev).map_err(|e| match e {
@@ -499,12 +565,22 @@ impl Store for KubeStore {
                     }
                     e => e,
                 })?;
-                objects::node_record(&node)
+                objects::node_record(&node.metadata)
                     .unwrap_or_else(|| Err(objects_missing(name)))
                     .map_err(corrupt_err)
             }
             Target::Lease(role) => {
-                let l = objects::lease_object(role, &object, name, &data, None)?;
+                let mut l = objects::lease_object(role, &object, name, &data, None)?;
+                if role == objects::LeaseRole::Node {
+                    // Owned by the Node, so it goes when the Node does. A Node that is not
+                    // there (yet) leaves the lease without an owner, as before.
+                    if let Ok(uid) = self.node(name).map(|m| m.uid.unwrap_or_default()) {
+                        if !uid.is_empty() {
+                            l.metadata.owner_references =
+                                Some(vec![objects::owned_by_node(name, &uid)]);
+                        }
+                    }
+                }
                 let ns = self.namespace.clone();
                 let created = self
                     .call(move |c| {
@@ -538,7 +614,8 @@ impl Store for KubeStore {
         let err = |f| self.error(kind, name, Some(revision), f);
         match objects::target(kind) {
             Target::Custom(ar) => {
-                let o = objects::custom_object(&ar, &object, name, data, Some(revision));
+                let mut o = objects::custom_object(&ar, &object, name, data, Some(revision));
+                self.carry_over(kind, name, &mut o.metadata);
                 let replaced = self
                     .call(move |c| {
                         let (ar, o, object) = (ar.clone(), o.clone(), object.clone());
@@ -555,12 +632,13 @@ impl Store for KubeStore {
                 let patch =
                     objects::node_patch(objects::node_annotations(name, Some(&data))?, revision);
                 let node = self.patch_node(name, patch, revision)?;
-                objects::node_record(&node)
+                objects::node_record(&node.metadata)
                     .unwrap_or_else(|| Err(objects_missing(name)))
                     .map_err(corrupt_err)
             }
             Target::Lease(role) => {
-                let l = objects::lease_object(role, &object, name, &data, Some(revision))?;
+                let mut l = objects::lease_object(role, &object, name, &data, Some(revision))?;
+                self.carry_over(kind, name, &mut l.metadata);
                 let ns = self.namespace.clone();
                 let replaced = self
                     .call(move |c| {

@@ -37,7 +37,9 @@ pub fn object_name(name: &str) -> Result<String, StoreError> {
             reason: "empty".into(),
         });
     }
-    if is_subdomain(name) {
+    // Kept as it is, unless it looks like another name's encoding (`…-<16 hex>`), which
+    // could then be two records' object.
+    if is_subdomain(name) && !looks_encoded(name) {
         return Ok(name.to_string());
     }
     let mut readable = String::with_capacity(KEEP);
@@ -63,6 +65,14 @@ pub fn object_name(name: &str) -> Result<String, StoreError> {
     } else {
         format!("{readable}-{hash:016x}")
     })
+}
+
+fn looks_encoded(name: &str) -> bool {
+    name.len() > 17
+        && name.as_bytes()[name.len() - 17] == b'-'
+        && name[name.len() - 16..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// FNV-1a, 64 bits: stable across builds and platforms, which a name must be.
@@ -105,6 +115,8 @@ mod tests {
             "my-vm_",
             "-x",
             "a..b",
+            // A valid name that looks like the encoding of another is encoded in its turn.
+            "node1-192-168-0-0-26-0123456789abcdef",
             ".",
             &"y".repeat(400),
         ];
@@ -115,5 +127,7 @@ mod tests {
             assert!(seen.insert(o), "two names share an object");
         }
         assert!(object_name("").is_err());
+        let lookalike = object_name("node1-0123456789abcdef").unwrap();
+        assert_ne!(lookalike, "node1-0123456789abcdef");
     }
 }

@@ -16,8 +16,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{ApiResource, DynamicObject};
 use serde_json::{json, Value};
@@ -131,7 +130,7 @@ pub fn split_revision(r: &Revision) -> Option<(String, String)> {
 }
 
 /// The record's name: the annotation, or the object's name for objects made by hand.
-fn record_name(meta: &ObjectMeta) -> String {
+pub fn record_name(meta: &ObjectMeta) -> String {
     meta.annotations
         .as_ref()
         .and_then(|a| a.get(NAME))
@@ -195,11 +194,11 @@ pub fn custom_record(kind: Kind, o: &DynamicObject) -> Result<Record, CorruptRec
 
 // --- Node objects ------------------------------------------------------------------------
 
-/// The record a Node object carries: `None` when it has no Gingham annotations (its agent has
-/// not registered it), an error when they do not read.
-pub fn node_record(n: &Node) -> Option<Result<Record, CorruptRecord>> {
-    let name = n.metadata.name.clone().unwrap_or_default();
-    let ann = n.metadata.annotations.as_ref()?;
+/// The record a Node object carries (its metadata is all it takes): `None` when it has no
+/// Gingham annotations (its agent has not registered it), an error when they do not read.
+pub fn node_record(m: &ObjectMeta) -> Option<Result<Record, CorruptRecord>> {
+    let name = m.name.clone().unwrap_or_default();
+    let ann = m.annotations.as_ref()?;
     let address = ann.get(ADDRESS)?;
     let object = format!("Node/{name}");
     let read = || -> Result<Record, String> {
@@ -221,7 +220,7 @@ pub fn node_record(n: &Node) -> Option<Result<Record, CorruptRecord>> {
         Ok(Record {
             kind: Kind::Node,
             name: name.clone(),
-            revision: revision(&n.metadata),
+            revision: revision(m),
             data: serde_json::to_value(rec).map_err(|e| e.to_string())?,
         })
     };
@@ -271,6 +270,18 @@ fn secs(t: &Option<MicroTime>) -> u64 {
     t.as_ref()
         .map(|t| t.0.as_second().max(0) as u64)
         .unwrap_or(0)
+}
+
+/// A node's heartbeat Lease is owned by its Node, so Kubernetes' garbage collector removes it
+/// with the Node (as it does the kubelet's own node leases).
+pub fn owned_by_node(node: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        name: node.into(),
+        uid: uid.into(),
+        ..OwnerReference::default()
+    }
 }
 
 pub fn lease_object(
@@ -348,4 +359,57 @@ pub fn lease_record(role: LeaseRole, l: &Lease) -> Result<Record, CorruptRecord>
         revision: revision(&l.metadata),
         data,
     })
+}
+
+/// What others put on an object besides the record (labels, annotations, owners,
+/// finalizers): an update, a PUT of the whole object, must carry it over.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extras {
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    owners: Vec<OwnerReference>,
+    finalizers: Vec<String>,
+}
+
+/// The foreign metadata of an object; `None` when there is none.
+pub fn extras(m: &ObjectMeta) -> Option<Extras> {
+    let e = Extras {
+        labels: m
+            .labels
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != LEASE_LABEL)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        annotations: m
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != NAME)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        owners: m.owner_references.clone().unwrap_or_default(),
+        finalizers: m.finalizers.clone().unwrap_or_default(),
+    };
+    (e != Extras::default()).then_some(e)
+}
+
+pub fn apply_extras(m: &mut ObjectMeta, e: &Extras) {
+    let labels = m.labels.get_or_insert_with(BTreeMap::new);
+    for (k, v) in &e.labels {
+        labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let annotations = m.annotations.get_or_insert_with(BTreeMap::new);
+    for (k, v) in &e.annotations {
+        annotations.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if !e.owners.is_empty() {
+        m.owner_references = Some(e.owners.clone());
+    }
+    if !e.finalizers.is_empty() {
+        m.finalizers = Some(e.finalizers.clone());
+    }
+    if m.labels.as_ref().is_some_and(BTreeMap::is_empty) {
+        m.labels = None;
+    }
 }

@@ -80,6 +80,13 @@ fn api_status(code: u16, reason: &str) -> Value {
            "message": format!("scripted {reason}"), "reason": reason, "code": code})
 }
 
+/// 404 about one object: the API server names it in the details.
+fn not_found(name: &str) -> Value {
+    let mut s = api_status(404, "NotFound");
+    s["details"] = json!({"name": name});
+    s
+}
+
 fn block_object(object: &str, name: &str, uid: &str, rv: &str, spec: Value) -> Value {
     json!({"apiVersion": "gingham.io/v1", "kind": "IPAMBlock",
            "metadata": {"name": object, "uid": uid, "resourceVersion": rv,
@@ -159,7 +166,7 @@ async fn kube_get_of_a_missing_object_is_not_found_and_one_without_spec_is_corru
     let s = store.clone();
     let call = beside(move || s.get(Kind::IPAMBlock, "10-0-0-0-26"));
     let (_, _, reply) = expect(&mut h, Method::GET, &format!("{BLOCKS}/10-0-0-0-26")).await;
-    answer(reply, 404, &api_status(404, "NotFound"));
+    answer(reply, 404, &not_found("10-0-0-0-26"));
     assert!(matches!(
         call.join().unwrap(),
         Err(StoreError::NotFound { .. })
@@ -401,7 +408,7 @@ async fn kube_a_node_kubernetes_does_not_know_is_refused_not_retried() {
     // The registry reads the record, then creates it: both find no Node.
     for _ in 0..2 {
         let (_, _, reply) = expect(&mut h, Method::GET, "/api/v1/nodes/ghost").await;
-        answer(reply, 404, &api_status(404, "NotFound"));
+        answer(reply, 404, &not_found("ghost"));
     }
     match call.join().unwrap() {
         Err(StoreError::Refused { reason, .. }) => assert!(reason.contains("NODENAME"), "{reason}"),
@@ -755,4 +762,83 @@ fn kube_a_watch_cut_off_during_a_compaction_lists_again_and_converges() {
         })
         .count();
     assert_eq!(relists, 2, "one list at the start, one after 410 Gone");
+}
+
+#[tokio::test]
+async fn kube_a_cluster_without_the_crds_is_unavailable_not_empty() {
+    // The API server's 404 for a resource it does not serve names no object: the CRDs are
+    // not installed (or not established yet), which the agent waits out.
+    let (store, mut h) = mock_store(Duration::from_secs(5));
+    let call = beside(move || store.list(Kind::IPAMHandle));
+    let (_, _, reply) = expect(&mut h, Method::GET, "/apis/gingham.io/v1/ipamhandles").await;
+    answer(reply, 404, &api_status(404, "NotFound"));
+    match call.join().unwrap() {
+        Err(StoreError::Unavailable(msg)) => {
+            assert!(
+                msg.contains("ipamhandles.gingham.io") && msg.contains("CRDs"),
+                "{msg}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn kube_a_heartbeat_lease_is_owned_by_its_node_and_updates_keep_what_others_added() {
+    let (api, store) = fake_store();
+    let reg = NodeRegistry::new(store.clone());
+    reg.register(&NodeRecord {
+        name: "a".into(),
+        address: "172.18.0.2".parse().unwrap(),
+        asn: 64512,
+        last_heartbeat: 0,
+    })
+    .unwrap();
+    reg.heartbeat("a", 1_800_000_000).unwrap();
+    let leases = format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases");
+    let node_uid = api.object("/api/v1/nodes", "a").unwrap()["metadata"]["uid"].clone();
+    let lease = api.object(&leases, "gingham-node-a").unwrap();
+    let owners = &lease["metadata"]["ownerReferences"];
+    assert_eq!(owners[0]["kind"], "Node");
+    assert_eq!(owners[0]["name"], "a");
+    assert_eq!(
+        owners[0]["uid"], node_uid,
+        "garbage-collected with its Node"
+    );
+    // Someone labels the lease; the next heartbeats replace the object and keep both.
+    api.label(&leases, "gingham-node-a", "team", "net");
+    reg.heartbeat("a", 1_800_000_010).unwrap();
+    reg.heartbeat("a", 1_800_000_020).unwrap();
+    let lease = api.object(&leases, "gingham-node-a").unwrap();
+    assert_eq!(lease["metadata"]["labels"]["team"], "net");
+    assert_eq!(lease["metadata"]["labels"]["gingham.io/lease"], "node");
+    assert_eq!(lease["metadata"]["ownerReferences"][0]["uid"], node_uid);
+    assert!(lease["spec"]["renewTime"]
+        .as_str()
+        .unwrap()
+        .starts_with("2027-01-15T08:00:20"));
+    // The same for a custom resource.
+    let r = store
+        .create(
+            Kind::IPAMConfig,
+            "default",
+            json!({"strict_affinity": false}),
+        )
+        .unwrap();
+    api.label("/apis/gingham.io/v1/ipamconfigs", "default", "owner", "ops");
+    let r2 = store.get(Kind::IPAMConfig, "default").unwrap();
+    assert_ne!(r.revision, r2.revision);
+    store
+        .update(
+            Kind::IPAMConfig,
+            "default",
+            &r2.revision,
+            json!({"strict_affinity": true}),
+        )
+        .unwrap();
+    let o = api
+        .object("/apis/gingham.io/v1/ipamconfigs", "default")
+        .unwrap();
+    assert_eq!(o["metadata"]["labels"]["owner"], "ops");
+    assert_eq!(o["spec"]["strict_affinity"], true);
 }

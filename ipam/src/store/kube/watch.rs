@@ -18,7 +18,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use kube::core::DynamicObject;
+use kube::core::{DynamicObject, PartialObjectMeta};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use serde_json::Value;
@@ -65,12 +65,14 @@ impl WatchTask {
                 .await
             }
             Target::Node => {
-                let api = Api::<Node>::all(self.client.clone());
+                // Metadata only: the annotations are all a record needs, and a Node's status
+                // (images, conditions) is most of its size, sent again at every kubelet update.
+                let api = Api::<PartialObjectMeta<Node>>::all(self.client.clone());
                 let stream = watcher(api, watcher::Config::default());
-                self.follow(stream, |n: &Node| {
+                self.follow(stream, |n: &PartialObjectMeta<Node>| {
                     (
                         n.metadata.name.clone().unwrap_or_default(),
-                        objects::node_record(n),
+                        objects::node_record(&n.metadata),
                     )
                 })
                 .await
