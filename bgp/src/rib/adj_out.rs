@@ -7,7 +7,7 @@
 
 use super::decision::DEFAULT_LOCAL_PREF;
 use super::intern::AttrInterner;
-use super::{Path, PeerInfo, RouteSource};
+use super::{PeerInfo, RouteSource};
 use crate::wire::{attr_flags, AsPath, AsPathSegment, Origin, PathAttributes, PeerType};
 use ipnet::Ipv4Net;
 use std::collections::{BTreeSet, HashMap};
@@ -58,6 +58,30 @@ impl AdjRibOut {
         self.dirty.insert(prefix);
     }
 
+    /// The best path of `prefix` changed to `best`: dirty only if this peer may be sent it,
+    /// or holds what we sent before. A full table learned from this very peer (which it is
+    /// never sent back) costs it nothing.
+    pub fn best_changed(
+        &mut self,
+        prefix: Ipv4Net,
+        best: Option<(RouteSource, Option<&PeerInfo>)>,
+    ) {
+        let eligible = best.is_some_and(|(source, from)| self.eligible(source, from));
+        if eligible || self.advertised.contains_key(&prefix) {
+            self.dirty.insert(prefix);
+        }
+    }
+
+    /// The rules of [`AdjRibOut::export`] that depend only on where `best` came from.
+    fn eligible(&self, source: RouteSource, from: Option<&PeerInfo>) -> bool {
+        if source == RouteSource::Peer(self.peer.address) {
+            return false;
+        }
+        // §9.2: an iBGP-learned route is never sent to another iBGP peer (no route reflection).
+        let from_ibgp = matches!(from, Some(p) if p.peer_type == PeerType::Internal);
+        !(from_ibgp && self.peer.peer_type == PeerType::Internal)
+    }
+
     pub fn has_work(&self) -> bool {
         !self.dirty.is_empty() || self.end_of_rib_pending
     }
@@ -73,17 +97,17 @@ impl AdjRibOut {
 
     /// RFC 4271 §9.2 and §5.1: the attributes `best` is advertised with to this peer, or `None`
     /// when it must not be advertised.
-    pub fn export(&self, best: &Path, from: Option<&PeerInfo>) -> Option<PathAttributes> {
-        if best.source == RouteSource::Peer(self.peer.address) {
+    pub fn export(
+        &self,
+        source: RouteSource,
+        attrs: &PathAttributes,
+        from: Option<&PeerInfo>,
+    ) -> Option<PathAttributes> {
+        if !self.eligible(source, from) {
             return None;
         }
-        // §9.2: an iBGP-learned route is never sent to another iBGP peer (no route reflection).
-        let from_ibgp = matches!(from, Some(p) if p.peer_type == PeerType::Internal);
-        if from_ibgp && self.peer.peer_type == PeerType::Internal {
-            return None;
-        }
-        let local = best.source == RouteSource::Local;
-        let src = &*best.attrs;
+        let local = source == RouteSource::Local;
+        let src = attrs;
         let mut out = PathAttributes {
             origin: Some(src.origin.unwrap_or(Origin::Igp)),
             as_path: Some(src.as_path.clone().unwrap_or_default()),
@@ -141,7 +165,9 @@ impl AdjRibOut {
         &mut self,
         interner: &mut AttrInterner,
         max: usize,
-        lookup: impl Fn(&Ipv4Net) -> Option<(&'a Path, Option<&'a PeerInfo>)>,
+        lookup: impl Fn(
+            &Ipv4Net,
+        ) -> Option<(RouteSource, &'a Arc<PathAttributes>, Option<&'a PeerInfo>)>,
     ) -> OutBatch {
         let mut batch = OutBatch::default();
         // Group by the interned pointer: equal attribute sets are the same allocation.
@@ -158,10 +184,10 @@ impl AdjRibOut {
                 break;
             };
             taken += 1;
-            let wanted = lookup(&prefix).and_then(|(path, from)| {
+            let wanted = lookup(&prefix).and_then(|(source, attrs, from)| {
                 exported
-                    .entry((Arc::as_ptr(&path.attrs), path.source))
-                    .or_insert_with(|| self.export(path, from).map(|a| interner.intern(a)))
+                    .entry((Arc::as_ptr(attrs), source))
+                    .or_insert_with(|| self.export(source, attrs, from).map(|a| interner.intern(a)))
                     .clone()
             });
             match (wanted, self.advertised.get(&prefix)) {

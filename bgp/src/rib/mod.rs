@@ -85,22 +85,34 @@ pub struct PeerInfo {
     pub peer_type: PeerType,
 }
 
-/// One candidate route for a prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Path {
-    pub source: RouteSource,
-    pub attrs: Arc<PathAttributes>,
-    /// Kept from a session that ended while its peer restarts (RFC 4724 §4.2): still used, and
-    /// removed unless the peer sends it again before its End-of-RIB.
-    pub stale: bool,
+/// Where a path came from, in four bytes: 0 is this speaker, `n` the peer at
+/// `Rib::sources[n - 1]`. A full table holds one per route, so the 17 bytes of an address
+/// would be a fifth of it. Ids are never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Src(pub(crate) u32);
+
+impl Src {
+    const LOCAL: Src = Src(0);
 }
 
-#[derive(Debug, Default)]
-struct Destination {
-    /// Candidate paths; after every decision the best one is `paths[0]`.
-    paths: Paths,
-    /// Why `paths[0]` won; `None` when there is no path.
-    best: Option<BestReason>,
+/// One candidate route for a prefix: 16 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Path {
+    pub(crate) attrs: Arc<PathAttributes>,
+    pub(crate) src: Src,
+    /// Kept from a session that ended while its peer restarts (RFC 4724 §4.2): still used, and
+    /// removed unless the peer sends it again before its End-of-RIB.
+    pub(crate) stale: bool,
+    /// On the best path (`paths[0]` after a decision): why it won.
+    pub(crate) reason: Option<BestReason>,
+}
+
+/// A path as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathView {
+    pub source: RouteSource,
+    pub attrs: Arc<PathAttributes>,
+    pub stale: bool,
 }
 
 /// A peer's Adj-RIB-In. Accepted routes live only in the Loc-RIB (as the peer's path of each
@@ -131,9 +143,14 @@ pub struct PeerCounts {
 pub struct Rib {
     local_as: u32,
     router_id: Ipv4Addr,
-    loc: BTreeMap<Ipv4Net, Destination>,
+    /// The Loc-RIB: candidate paths per prefix, the best first (with its reason). 21 bytes of
+    /// key and value per prefix with one path.
+    loc: BTreeMap<Ipv4Net, Paths>,
     peers: HashMap<IpAddr, PeerRib>,
     interner: AttrInterner,
+    /// Peer addresses by `Src` id (minus one), and back.
+    sources: Vec<IpAddr>,
+    source_ids: HashMap<IpAddr, Src>,
 }
 
 impl Rib {
@@ -144,6 +161,39 @@ impl Rib {
             loc: BTreeMap::new(),
             peers: HashMap::new(),
             interner: AttrInterner::default(),
+            sources: Vec::new(),
+            source_ids: HashMap::new(),
+        }
+    }
+
+    /// The id of a peer's paths, made the first time it is asked for.
+    fn src(&mut self, address: IpAddr) -> Src {
+        if let Some(s) = self.source_ids.get(&address) {
+            return *s;
+        }
+        self.sources.push(address);
+        let s = Src(self.sources.len() as u32);
+        self.source_ids.insert(address, s);
+        s
+    }
+
+    /// The id of a peer's paths, if it ever had any.
+    fn src_of(&self, address: IpAddr) -> Option<Src> {
+        self.source_ids.get(&address).copied()
+    }
+
+    fn source(&self, src: Src) -> RouteSource {
+        match src.0 {
+            0 => RouteSource::Local,
+            n => RouteSource::Peer(self.sources[n as usize - 1]),
+        }
+    }
+
+    fn view(&self, p: &Path) -> PathView {
+        PathView {
+            source: self.source(p.src),
+            attrs: p.attrs.clone(),
+            stale: p.stale,
         }
     }
 
@@ -167,10 +217,12 @@ impl Rib {
         } else {
             self.peer_down(info.address)
         };
+        self.src(info.address);
         let mut out = AdjRibOut::new(info, self.local_as, local_addr);
-        for (prefix, dest) in &self.loc {
-            if dest.best.is_some() {
-                out.mark_dirty(*prefix);
+        for (prefix, paths) in &self.loc {
+            if let Some(best) = paths.first() {
+                let from = self.peer_info(best.src).copied();
+                out.best_changed(*prefix, Some((self.source(best.src), from.as_ref())));
             }
         }
         let (accepted, stale) = kept.unwrap_or_default();
@@ -199,10 +251,12 @@ impl Rib {
         if peer.accepted == 0 {
             return 0;
         }
-        let source = RouteSource::Peer(address);
+        let Some(source) = self.src_of(address) else {
+            return 0;
+        };
         let mut marked = 0;
-        for dest in self.loc.values_mut() {
-            for p in dest.paths.iter_mut().filter(|p| p.source == source) {
+        for paths in self.loc.values_mut() {
+            for p in paths.iter_mut().filter(|p| p.src == source) {
                 p.stale = true;
                 marked += 1;
             }
@@ -223,11 +277,13 @@ impl Rib {
             return Vec::new();
         }
         peer.stale = 0;
-        let source = RouteSource::Peer(address);
+        let Some(source) = self.src_of(address) else {
+            return Vec::new();
+        };
         let prefixes: Vec<Ipv4Net> = self
             .loc
             .iter()
-            .filter(|(_, d)| d.paths.iter().any(|p| p.source == source && p.stale))
+            .filter(|(_, paths)| paths.iter().any(|p| p.src == source && p.stale))
             .map(|(p, _)| *p)
             .collect();
         let mut events = Vec::new();
@@ -250,7 +306,9 @@ impl Rib {
         let Some(peer) = self.peers.remove(&address) else {
             return Vec::new();
         };
-        let source = RouteSource::Peer(address);
+        let Some(source) = self.src_of(address) else {
+            return Vec::new();
+        };
         let mut events = Vec::new();
         // Walk the Loc-RIB in order (a B-tree walk is cache-friendly) and collect the prefixes
         // that hold a path of this peer.
@@ -259,7 +317,7 @@ impl Rib {
         } else {
             self.loc
                 .iter()
-                .filter(|(_, d)| d.paths.iter().any(|p| p.source == source))
+                .filter(|(_, paths)| paths.iter().any(|p| p.src == source))
                 .map(|(p, _)| *p)
                 .collect()
         };
@@ -297,7 +355,7 @@ impl Rib {
         }
 
         let mut events = Vec::new();
-        let source = RouteSource::Peer(address);
+        let source = self.src(address);
         for prefix in withdrawn {
             let Some(peer) = self.peers.get_mut(&address) else {
                 break;
@@ -337,9 +395,10 @@ impl Rib {
             if accepted && sane {
                 peer.rejected.remove(&prefix);
                 let path = Path {
-                    source,
+                    src: source,
                     attrs,
                     stale: false,
+                    reason: None,
                 };
                 if self.upsert_path(prefix, path, &mut events) {
                     self.adjust_accepted(address, 1);
@@ -385,9 +444,10 @@ impl Rib {
         self.upsert_path(
             prefix,
             Path {
-                source: RouteSource::Local,
+                src: Src::LOCAL,
                 attrs,
                 stale: false,
+                reason: None,
             },
             &mut events,
         );
@@ -396,67 +456,65 @@ impl Rib {
 
     pub fn withdraw_local(&mut self, prefix: Ipv4Net) -> Vec<RouteEvent> {
         let mut events = Vec::new();
-        self.remove_path(prefix, RouteSource::Local, &mut events);
+        self.remove_path(prefix, Src::LOCAL, &mut events);
         events
     }
 
-    /// Adds or replaces the path of `path.source`; true when it is a new path for the prefix.
+    /// One fewer stale path of the peer of `src`.
+    fn unstale(&mut self, src: Src) {
+        if let RouteSource::Peer(a) = self.source(src) {
+            if let Some(peer) = self.peers.get_mut(&a) {
+                peer.stale = peer.stale.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Adds or replaces the path of `path.src`; true when it is a new path for the prefix.
     fn upsert_path(&mut self, prefix: Ipv4Net, path: Path, events: &mut Vec<RouteEvent>) -> bool {
-        let dest = self.loc.entry(prefix).or_default();
-        let old = dest.best.map(|_| dest.paths[0].clone());
-        let added = match dest.paths.iter_mut().find(|p| p.source == path.source) {
+        let paths = self.loc.entry(prefix).or_default();
+        let old = paths.first().cloned();
+        let src = path.src;
+        let (added, unstale) = match paths.iter_mut().find(|p| p.src == path.src) {
             Some(p) if p.attrs == path.attrs => {
                 // Sent again unchanged: no longer stale (graceful restart), nothing else moves.
-                if p.stale && !path.stale {
-                    p.stale = false;
-                    if let RouteSource::Peer(a) = path.source {
-                        if let Some(peer) = self.peers.get_mut(&a) {
-                            peer.stale = peer.stale.saturating_sub(1);
-                        }
-                    }
+                let was = p.stale && !path.stale;
+                p.stale &= path.stale;
+                if was {
+                    self.unstale(src);
                 }
                 return false;
             }
             Some(p) => {
-                if p.stale {
-                    if let RouteSource::Peer(a) = path.source {
-                        if let Some(peer) = self.peers.get_mut(&a) {
-                            peer.stale = peer.stale.saturating_sub(1);
-                        }
-                    }
-                }
-                *p = path;
-                false
+                let was = p.stale;
+                let reason = p.reason;
+                *p = Path { reason, ..path };
+                (false, was)
             }
             None => {
-                dest.paths.push(path);
-                true
+                paths.push(path);
+                (true, false)
             }
         };
+        if unstale {
+            self.unstale(src);
+        }
         self.decide(prefix, old, events);
         added
     }
 
     /// Removes the path of `source`; true when there was one.
-    fn remove_path(
-        &mut self,
-        prefix: Ipv4Net,
-        source: RouteSource,
-        events: &mut Vec<RouteEvent>,
-    ) -> bool {
-        let Some(dest) = self.loc.get_mut(&prefix) else {
+    fn remove_path(&mut self, prefix: Ipv4Net, source: Src, events: &mut Vec<RouteEvent>) -> bool {
+        let Some(paths) = self.loc.get_mut(&prefix) else {
             return false;
         };
-        let old = dest.best.map(|_| dest.paths[0].clone());
-        let was_stale = dest.paths.iter().any(|p| p.source == source && p.stale);
-        let before = dest.paths.len();
-        dest.paths.retain(|p| p.source != source);
-        let removed = dest.paths.len() != before;
+        let old = paths.first().cloned();
+        let was_stale = paths.iter().any(|p| p.src == source && p.stale);
+        let before = paths.len();
+        paths.retain(|p| p.src != source);
+        let removed = paths.len() != before;
         if removed {
-            if let (true, RouteSource::Peer(a)) = (was_stale, source) {
-                if let Some(peer) = self.peers.get_mut(&a) {
-                    peer.stale = peer.stale.saturating_sub(1);
-                }
+            if was_stale {
+                self.unstale(source);
             }
             self.decide(prefix, old, events);
         }
@@ -466,29 +524,28 @@ impl Rib {
     /// Re-runs the decision process for `prefix`; reports a change of the best path to
     /// subscribers (when its source or next hop moved) and to every Adj-RIB-Out.
     fn decide(&mut self, prefix: Ipv4Net, old: Option<Path>, events: &mut Vec<RouteEvent>) {
-        let Some(dest) = self.loc.get(&prefix) else {
+        let Some(paths) = self.loc.get(&prefix) else {
             return;
         };
-        let best = if dest.paths.len() == 1 {
+        let best = if paths.len() == 1 {
             // The common case needs no candidate list.
             Some((0, BestReason::OnlyPath))
         } else {
-            let cands: Vec<Candidate<'_>> = dest
-                .paths
+            let cands: Vec<Candidate<'_>> = paths
                 .iter()
                 .map(|p| Candidate {
-                    source: p.source,
+                    source: self.source(p.src),
                     attrs: &p.attrs,
-                    peer: self.peer_info(p.source),
+                    peer: self.peer_info(p.src),
                 })
                 .collect();
             select_best(self.local_as, &cands)
         };
-        let new = best.map(|(i, _)| dest.paths[i].clone());
+        let new = best.map(|(i, _)| paths[i].clone());
         let new_event = new.as_ref().map(|p| self.best_event(prefix, p));
         let old_event = old.as_ref().map(|p| self.best_event(prefix, p));
         let changed_path = match (&old, &new) {
-            (Some(a), Some(b)) => a.source != b.source || !Arc::ptr_eq(&a.attrs, &b.attrs),
+            (Some(a), Some(b)) => a.src != b.src || !Arc::ptr_eq(&a.attrs, &b.attrs),
             (None, None) => false,
             _ => true,
         };
@@ -497,9 +554,11 @@ impl Rib {
                 self.loc.remove(&prefix);
             }
             Some((i, reason)) => {
-                if let Some(dest) = self.loc.get_mut(&prefix) {
-                    dest.paths.swap(0, i);
-                    dest.best = Some(reason);
+                if let Some(paths) = self.loc.get_mut(&prefix) {
+                    paths.swap(0, i);
+                    for (k, p) in paths.iter_mut().enumerate() {
+                        p.reason = (k == 0).then_some(reason);
+                    }
                 }
             }
         }
@@ -507,16 +566,19 @@ impl Rib {
             events.push(new_event.unwrap_or(RouteEvent::Withdrawn { prefix }));
         }
         if changed_path {
+            let best = new
+                .as_ref()
+                .map(|p| (self.source(p.src), self.peer_info(p.src).copied()));
             for peer in self.peers.values_mut() {
                 if let Some(out) = peer.out.as_mut() {
-                    out.mark_dirty(prefix);
+                    out.best_changed(prefix, best.as_ref().map(|(s, f)| (*s, f.as_ref())));
                 }
             }
         }
     }
 
-    fn peer_info(&self, source: RouteSource) -> Option<&PeerInfo> {
-        match source {
+    fn peer_info(&self, src: Src) -> Option<&PeerInfo> {
+        match self.source(src) {
             RouteSource::Local => None,
             RouteSource::Peer(a) => self.peers.get(&a).map(|p| &p.info),
         }
@@ -524,7 +586,7 @@ impl Rib {
 
     /// Where traffic for a path goes: its NEXT_HOP; for a local route without one, ourselves.
     fn next_hop(&self, path: &Path) -> Ipv4Addr {
-        match path.source {
+        match self.source(path.src) {
             RouteSource::Local => path.attrs.next_hop.unwrap_or(self.router_id),
             RouteSource::Peer(addr) => path.attrs.next_hop.unwrap_or(match addr {
                 IpAddr::V4(a) => a,
@@ -535,9 +597,9 @@ impl Rib {
 
     /// What a subscriber should now know of `prefix`: its best route, or that it has none.
     pub fn current(&self, prefix: Ipv4Net) -> RouteEvent {
-        match self.loc.get(&prefix) {
-            Some(d) if d.best.is_some() => self.best_event(prefix, &d.paths[0]),
-            _ => RouteEvent::Withdrawn { prefix },
+        match self.loc.get(&prefix).and_then(|p| p.first()) {
+            Some(best) => self.best_event(prefix, best),
+            None => RouteEvent::Withdrawn { prefix },
         }
     }
 
@@ -545,7 +607,7 @@ impl Rib {
     pub fn best_prefixes(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
         self.loc
             .iter()
-            .filter(|(_, d)| d.best.is_some())
+            .filter(|(_, paths)| !paths.is_empty())
             .map(|(p, _)| *p)
     }
 
@@ -553,7 +615,7 @@ impl Rib {
     pub fn peer_best_count(&self) -> usize {
         self.loc
             .values()
-            .filter(|d| d.best.is_some() && matches!(d.paths[0].source, RouteSource::Peer(_)))
+            .filter(|paths| paths.first().is_some_and(|p| p.src != Src::LOCAL))
             .count()
     }
 
@@ -561,7 +623,7 @@ impl Rib {
         RouteEvent::Best {
             prefix,
             next_hop: self.next_hop(path),
-            source: path.source,
+            source: self.source(path.src),
         }
     }
 
@@ -572,17 +634,18 @@ impl Rib {
             return OutBatch::default();
         };
         let batch = {
-            let loc = &self.loc;
-            let peers = &self.peers;
+            let (loc, peers, sources) = (&self.loc, &self.peers, &self.sources);
             out.take_batch(&mut self.interner, max, |prefix| {
-                let dest = loc.get(prefix)?;
-                dest.best?;
-                let path = &dest.paths[0];
-                let from = match path.source {
+                let path = loc.get(prefix)?.first()?;
+                let source = match path.src.0 {
+                    0 => RouteSource::Local,
+                    n => RouteSource::Peer(sources[n as usize - 1]),
+                };
+                let from = match source {
                     RouteSource::Local => None,
                     RouteSource::Peer(a) => peers.get(&a).map(|p| &p.info),
                 };
-                Some((path, from))
+                Some((source, &path.attrs, from))
             })
         };
         if let Some(p) = self.peers.get_mut(&address) {
@@ -614,8 +677,8 @@ impl Rib {
             return;
         };
         out.reset();
-        for (prefix, dest) in &self.loc {
-            if dest.best.is_some() {
+        for (prefix, paths) in &self.loc {
+            if !paths.is_empty() {
                 out.mark_dirty(*prefix);
             }
         }
@@ -627,14 +690,14 @@ impl Rib {
         let Some(peer) = self.peers.get(&address) else {
             return Vec::new();
         };
-        let source = RouteSource::Peer(address);
+        let source = self.src_of(address);
         let mut routes: Vec<_> = self
             .loc
             .iter()
-            .filter_map(|(n, d)| {
-                d.paths
+            .filter_map(|(n, paths)| {
+                paths
                     .iter()
-                    .find(|p| p.source == source)
+                    .find(|p| Some(p.src) == source)
                     .map(|p| (*n, p.attrs.clone(), true))
             })
             .chain(peer.rejected.iter().map(|(n, a)| (*n, a.clone(), false)))
@@ -657,21 +720,21 @@ impl Rib {
     pub fn best_routes(&self) -> Vec<RouteEvent> {
         self.loc
             .iter()
-            .filter_map(|(prefix, d)| d.best.map(|_| self.best_event(*prefix, &d.paths[0])))
+            .filter_map(|(prefix, paths)| Some(self.best_event(*prefix, paths.first()?)))
             .collect()
     }
 
     /// The best path of `prefix` and why it won.
-    pub fn best(&self, prefix: &Ipv4Net) -> Option<(&Path, BestReason)> {
-        let d = self.loc.get(prefix)?;
-        d.best.map(|r| (&d.paths[0], r))
+    pub fn best(&self, prefix: &Ipv4Net) -> Option<(PathView, BestReason)> {
+        let best = self.loc.get(prefix)?.first()?;
+        Some((self.view(best), best.reason.unwrap_or(BestReason::OnlyPath)))
     }
 
     /// Every path of every prefix, best first.
     pub fn routes(&self) -> Vec<RouteView> {
         let mut views = Vec::new();
-        for (prefix, dest) in &self.loc {
-            for (i, path) in dest.paths.iter().enumerate() {
+        for (prefix, paths) in &self.loc {
+            for (i, path) in paths.iter().enumerate() {
                 let a = &path.attrs;
                 views.push(RouteView {
                     prefix: *prefix,
@@ -685,9 +748,12 @@ impl Rib {
                     .to_string(),
                     local_pref: a.local_pref,
                     med: a.med,
-                    source: path.source,
-                    best: i == 0 && dest.best.is_some(),
-                    reason: dest.best.filter(|_| i == 0).map(|r| r.as_str().to_string()),
+                    source: self.source(path.src),
+                    best: i == 0,
+                    reason: path
+                        .reason
+                        .filter(|_| i == 0)
+                        .map(|r| r.as_str().to_string()),
                     stale: path.stale,
                 });
             }

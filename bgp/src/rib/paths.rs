@@ -5,19 +5,24 @@
 use super::Path;
 use std::ops::{Deref, DerefMut};
 
+/// 16 bytes: `Many` boxes its vector so that the enum is no larger than one path.
 #[derive(Debug, Default)]
-pub enum Paths {
+pub(crate) enum Paths {
     #[default]
     Empty,
     One(Path),
-    Many(Vec<Path>),
+    // Boxed on purpose: a `Vec` inline would make every prefix 24 bytes, and `Box<[Path]>` has
+    // no spare bits for the tag either; the extra allocation is paid only by prefixes with
+    // several paths.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<Path>>),
 }
 
 impl Paths {
     pub fn push(&mut self, path: Path) {
         *self = match std::mem::take(self) {
             Paths::Empty => Paths::One(path),
-            Paths::One(first) => Paths::Many(vec![first, path]),
+            Paths::One(first) => Paths::Many(Box::new(vec![first, path])),
             Paths::Many(mut v) => {
                 v.push(path);
                 Paths::Many(v)
@@ -67,15 +72,23 @@ impl DerefMut for Paths {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rib::RouteSource;
+    use crate::rib::Src;
     use std::sync::Arc;
 
     fn path(last: u8) -> Path {
         Path {
-            source: RouteSource::Peer([10, 0, 0, last].into()),
+            src: Src(u32::from(last)),
             attrs: Arc::default(),
             stale: false,
+            reason: None,
         }
+    }
+
+    #[test]
+    fn a_path_and_a_destination_are_small() {
+        // A full table holds a million of them.
+        assert_eq!(std::mem::size_of::<Path>(), 16);
+        assert_eq!(std::mem::size_of::<Paths>(), 16);
     }
 
     #[test]
