@@ -5,6 +5,7 @@ mod adj_out;
 mod decision;
 mod intern;
 mod paths;
+mod table;
 #[cfg(test)]
 mod tests;
 
@@ -12,10 +13,11 @@ pub use adj_out::{AdjRibOut, OutBatch};
 pub use decision::{select_best, BestReason, Candidate, DEFAULT_LOCAL_PREF};
 pub use intern::AttrInterner;
 use paths::Paths;
+use table::PrefixTable;
 
 use crate::wire::{AsPathSegment, Origin, PathAttributes, PeerType, Update};
 use ipnet::{IpNet, Ipv4Net};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -143,9 +145,9 @@ pub struct PeerCounts {
 pub struct Rib {
     local_as: u32,
     router_id: Ipv4Addr,
-    /// The Loc-RIB: candidate paths per prefix, the best first (with its reason). 21 bytes of
-    /// key and value per prefix with one path.
-    loc: BTreeMap<Ipv4Net, Paths>,
+    /// The Loc-RIB: candidate paths per prefix, the best first (with its reason); 21 bytes a
+    /// prefix with one path, in dense sorted leaves.
+    loc: PrefixTable<Paths>,
     peers: HashMap<IpAddr, PeerRib>,
     interner: AttrInterner,
     /// Peer addresses by `Src` id (minus one), and back.
@@ -158,7 +160,7 @@ impl Rib {
         Rib {
             local_as,
             router_id,
-            loc: BTreeMap::new(),
+            loc: PrefixTable::default(),
             peers: HashMap::new(),
             interner: AttrInterner::default(),
             sources: Vec::new(),
@@ -471,7 +473,7 @@ impl Rib {
 
     /// Adds or replaces the path of `path.src`; true when it is a new path for the prefix.
     fn upsert_path(&mut self, prefix: Ipv4Net, path: Path, events: &mut Vec<RouteEvent>) -> bool {
-        let paths = self.loc.entry(prefix).or_default();
+        let paths = self.loc.get_or_insert_with(prefix, Paths::default);
         let old = paths.first().cloned();
         let src = path.src;
         let (added, unstale) = match paths.iter_mut().find(|p| p.src == path.src) {
@@ -601,6 +603,20 @@ impl Rib {
             Some(best) => self.best_event(prefix, best),
             None => RouteEvent::Withdrawn { prefix },
         }
+    }
+
+    /// Whether `prefix` has a best route.
+    pub fn has_best(&self, prefix: Ipv4Net) -> bool {
+        self.loc.get(&prefix).is_some_and(|p| !p.is_empty())
+    }
+
+    /// The best routes after `after` (from the first when `None`), in prefix order.
+    pub fn best_from(&self, after: Option<Ipv4Net>) -> impl Iterator<Item = RouteEvent> + '_ {
+        let start = after.unwrap_or_default();
+        self.loc
+            .iter_from(start)
+            .filter(move |(p, _)| after.is_none_or(|a| **p > a))
+            .filter_map(|(p, paths)| Some(self.best_event(*p, paths.first()?)))
     }
 
     /// Every prefix that has a best route, in order.

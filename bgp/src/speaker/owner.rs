@@ -193,7 +193,7 @@ impl Owner {
     fn publish(&mut self, events: Vec<RouteEvent>) {
         for e in &events {
             for s in self.subscribers.values_mut() {
-                s.mark(e.prefix());
+                s.mark(e.prefix(), &self.rib);
             }
         }
     }

@@ -5,7 +5,14 @@
 //! speaker queue one event per change: a changed prefix is only marked dirty, and when the
 //! subscriber has room the owner turns up to [`MAX_BATCH`] dirty prefixes into events from the
 //! RIB as it is *then*. A prefix that flapped ten times while the subscriber was busy costs one
-//! event. Memory is the dirty set, bounded by the number of prefixes.
+//! event.
+//!
+//! The dirty set is kept small: when it would pass [`DIRTY_MAX`] prefixes (a full table
+//! arriving faster than a kernel takes it), or when the subscriber asks for a resync, the
+//! subscriber switches to a walk of the whole RIB in prefix order, which sends every best route
+//! as it is when the walk reaches it. Only what the walk cannot see stays in the set: prefixes
+//! withdrawn meanwhile, and changes behind the walk's position. Memory is bounded by
+//! [`DIRTY_MAX`], not by the table.
 
 use crate::rib::{Rib, RouteEvent};
 use ipnet::Ipv4Net;
@@ -16,6 +23,8 @@ use tokio::sync::mpsc;
 pub const MAX_BATCH: usize = 8192;
 /// Batches a subscriber may have unread.
 pub const CHANNEL: usize = 2;
+/// Dirty prefixes kept before a walk of the whole RIB is cheaper (about 1 MB).
+pub const DIRTY_MAX: usize = 65_536;
 
 /// Changes of best routes, in prefix order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,6 +84,9 @@ impl Subscription {
 pub(super) struct Subscriber {
     pub tx: mpsc::Sender<RouteBatch>,
     dirty: BTreeSet<Ipv4Net>,
+    /// A walk of the RIB is under way: `Some(None)` before its first prefix, `Some(Some(p))`
+    /// once `p` and everything before it was sent.
+    walk: Option<Option<Ipv4Net>>,
     /// A resync (or the initial dump) is under way: report it done when `dirty` empties.
     sync_pending: Option<u64>,
     next_sync: u64,
@@ -88,6 +100,7 @@ impl Subscriber {
         let mut s = Subscriber {
             tx,
             dirty: BTreeSet::new(),
+            walk: None,
             sync_pending: None,
             next_sync: 0,
             waiting: false,
@@ -96,33 +109,69 @@ impl Subscriber {
         s
     }
 
-    pub fn mark(&mut self, prefix: Ipv4Net) {
+    /// `prefix` changed (`rib` has it as it is now).
+    pub fn mark(&mut self, prefix: Ipv4Net, rib: &Rib) {
+        if let Some(at) = self.walk {
+            // The walk will send it, unless it has passed it or it is gone from the RIB.
+            if at.is_none_or(|at| prefix > at) && rib.has_best(prefix) {
+                return;
+            }
+        }
         self.dirty.insert(prefix);
+        if self.dirty.len() > DIRTY_MAX {
+            self.start_walk(rib);
+        }
     }
 
-    /// Marks every best route dirty; returns the number the completing batch will carry.
+    /// Walk the whole RIB from its start: the dirty prefixes it will visit need no entry.
+    fn start_walk(&mut self, rib: &Rib) {
+        self.walk = Some(None);
+        self.dirty.retain(|p| !rib.has_best(*p));
+    }
+
+    /// Sends every best route again; returns the number the completing batch will carry.
     pub fn resync(&mut self, rib: &Rib) -> u64 {
-        self.dirty.extend(rib.best_prefixes());
+        self.start_walk(rib);
         let n = self.next_sync;
         self.next_sync += 1;
         self.sync_pending = Some(n);
         n
     }
 
-    pub fn has_work(&self) -> bool {
-        !self.dirty.is_empty() || self.sync_pending.is_some()
+    #[cfg(test)]
+    pub fn dirty_len(&self) -> usize {
+        self.dirty.len()
     }
 
-    /// Up to [`MAX_BATCH`] dirty prefixes as they are in the RIB now.
+    pub fn has_work(&self) -> bool {
+        !self.dirty.is_empty() || self.walk.is_some() || self.sync_pending.is_some()
+    }
+
+    /// Up to [`MAX_BATCH`] events: the dirty prefixes, then the walk's next best routes, all
+    /// as they are in the RIB now.
     pub fn take_batch(&mut self, rib: &Rib) -> RouteBatch {
-        let mut events = Vec::with_capacity(self.dirty.len().min(MAX_BATCH));
+        let mut events = Vec::with_capacity(MAX_BATCH.min(self.dirty.len() + 1024));
         while events.len() < MAX_BATCH {
             let Some(prefix) = self.dirty.pop_first() else {
                 break;
             };
             events.push(rib.current(prefix));
         }
-        let synced = if self.dirty.is_empty() {
+        if let Some(at) = self.walk {
+            let room = MAX_BATCH - events.len();
+            let mut last = at;
+            let mut done = true;
+            for (i, event) in rib.best_from(at).enumerate() {
+                if i == room {
+                    done = false;
+                    break;
+                }
+                last = Some(event.prefix());
+                events.push(event);
+            }
+            self.walk = if done { None } else { Some(last) };
+        }
+        let synced = if self.dirty.is_empty() && self.walk.is_none() {
             self.sync_pending.take()
         } else {
             None

@@ -96,11 +96,11 @@ fn a_busy_subscriber_sees_each_prefix_once_as_it_is_now() {
             .into_iter()
             .chain(rib.originate(p, None))
         {
-            s.mark(e.prefix());
+            s.mark(e.prefix(), &rib);
         }
     }
     rib.withdraw_local(p);
-    s.mark(p);
+    s.mark(p, &rib);
     let b = s.take_batch(&rib);
     assert_eq!(b.events, vec![RouteEvent::Withdrawn { prefix: p }]);
     // A resync sends everything again and reports its own number when done.
@@ -115,4 +115,54 @@ fn a_busy_subscriber_sees_each_prefix_once_as_it_is_now() {
     }
     assert_eq!(seen, many - 1);
     assert_eq!(synced, Some(1));
+}
+
+#[test]
+fn a_subscriber_far_behind_walks_the_rib_and_misses_nothing() {
+    use super::subscriber::{Subscriber, DIRTY_MAX};
+    use crate::rib::{Rib, RouteEvent};
+    use std::collections::BTreeMap;
+    let mut rib = Rib::new(64512, "10.0.0.1".parse().unwrap());
+    let (tx, _rx) = tokio::sync::mpsc::channel(2);
+    let mut s = Subscriber::new(tx, &rib);
+    // What the subscriber believes, from the events it got.
+    let mut seen: BTreeMap<Ipv4Net, bool> = BTreeMap::new();
+    let apply = |b: super::subscriber::RouteBatch, seen: &mut BTreeMap<Ipv4Net, bool>| {
+        for e in b.events {
+            match e {
+                RouteEvent::Best { prefix, .. } => seen.insert(prefix, true),
+                RouteEvent::Withdrawn { prefix } => seen.remove(&prefix),
+            };
+        }
+    };
+    apply(s.take_batch(&rib), &mut seen);
+    let net = |i: u32| Ipv4Net::new(std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8)), 24).unwrap();
+    // A table much larger than the dirty set arrives while the subscriber reads nothing.
+    let n = DIRTY_MAX as u32 * 2;
+    for i in 0..n {
+        for e in rib.originate(net(i), None) {
+            s.mark(e.prefix(), &rib);
+        }
+    }
+    assert!(s.dirty_len() <= DIRTY_MAX, "the dirty set stays bounded");
+    // Half read; then some withdrawn behind and ahead of the walk, some added behind it.
+    for _ in 0..8 {
+        apply(s.take_batch(&rib), &mut seen);
+    }
+    for i in (0..n).step_by(997) {
+        for e in rib.withdraw_local(net(i)) {
+            s.mark(e.prefix(), &rib);
+        }
+    }
+    for i in n..n + 10 {
+        for e in rib.originate(net(i), None) {
+            s.mark(e.prefix(), &rib);
+        }
+    }
+    while s.has_work() {
+        apply(s.take_batch(&rib), &mut seen);
+    }
+    let want: BTreeMap<Ipv4Net, bool> = rib.best_prefixes().map(|p| (p, true)).collect();
+    assert_eq!(seen.len(), want.len());
+    assert!(seen == want, "the subscriber's view is the RIB's");
 }
