@@ -293,6 +293,8 @@ pub struct RoutingOwner<K: Kernel> {
     next_repair: Instant,
     /// When the last batch of route changes came (see [`QUIET`]).
     last_batch: Instant,
+    /// The last batch said more changes wait behind it: the kernel is behind the RIB.
+    behind: bool,
 }
 
 impl<K: Kernel> RoutingOwner<K> {
@@ -321,6 +323,7 @@ impl<K: Kernel> RoutingOwner<K> {
                 all_up_since: None,
             },
             last_batch: now,
+            behind: false,
         }
     }
 
@@ -495,6 +498,7 @@ impl<K: Kernel> RoutingOwner<K> {
     /// Turns a batch of best-route changes into one batch of kernel operations.
     async fn apply_batch(&mut self, batch: RouteBatch) {
         self.last_batch = Instant::now();
+        self.behind = batch.backlog;
         let mut ops = Vec::with_capacity(batch.events.len());
         for event in &batch.events {
             let want = self.desired(event);
@@ -575,11 +579,15 @@ impl<K: Kernel> RoutingOwner<K> {
                     started,
                     all_up_since,
                 };
-                // The table written, too: a pause in the route stream.
+                // The table written, too: a pause in the route stream. And never while the
+                // kernel is still behind the RIB, whatever the time: a snapshot of a kernel
+                // half-written makes every route written after it come back as a replace.
                 let quiet = now - self.last_batch >= QUIET;
                 let relearned =
                     relearned(&peers, all_up_since.map(|t| now - t), self.cfg.settle) && quiet;
-                if (relearned || now - started >= self.cfg.sweep_after) && self.reconcile.is_none()
+                if (relearned || now - started >= self.cfg.sweep_after)
+                    && !self.behind
+                    && self.reconcile.is_none()
                 {
                     self.start_reconcile(routes).await?;
                 }
@@ -589,6 +597,7 @@ impl<K: Kernel> RoutingOwner<K> {
                 if now >= self.next_repair
                     && (now - self.last_batch >= QUIET
                         || now >= self.next_repair + self.cfg.repair_every)
+                    && !self.behind
                     && self.reconcile.is_none() =>
             {
                 self.start_reconcile(routes).await?;

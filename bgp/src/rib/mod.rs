@@ -610,6 +610,14 @@ impl Rib {
         self.loc.get(&prefix).is_some_and(|p| !p.is_empty())
     }
 
+    /// The last prefix before `prefix` that has a best route.
+    pub fn best_before(&self, prefix: Ipv4Net) -> Option<Ipv4Net> {
+        self.loc
+            .iter_before(prefix)
+            .find(|(_, paths)| !paths.is_empty())
+            .map(|(p, _)| *p)
+    }
+
     /// The best routes after `after` (from the first when `None`), in prefix order.
     pub fn best_from(&self, after: Option<Ipv4Net>) -> impl Iterator<Item = RouteEvent> + '_ {
         let start = after.unwrap_or_default();

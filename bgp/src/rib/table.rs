@@ -160,6 +160,15 @@ impl<V> PrefixTable<V> {
             .skip_while(move |(k, _)| **k < start)
     }
 
+    /// The entries before `end`, from the nearest back.
+    pub fn iter_before(&self, end: Ipv4Net) -> impl Iterator<Item = (&Ipv4Net, &V)> {
+        self.leaves
+            .range(..=end)
+            .rev()
+            .flat_map(|(_, l)| l.keys.iter().zip(l.vals.iter()).rev())
+            .skip_while(move |(k, _)| **k >= end)
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.leaves.values().flat_map(|l| l.vals.iter())
     }
@@ -209,6 +218,7 @@ mod tests {
         Insert(u32, u8, u16),
         Remove(u32, u8),
         From(u32, u8),
+        Before(u32, u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -217,7 +227,8 @@ mod tests {
         prop_oneof![
             4 => (key.clone(), any::<u16>()).prop_map(|((a, l), v)| Op::Insert(a << 8, l, v)),
             2 => key.clone().prop_map(|(a, l)| Op::Remove(a << 8, l)),
-            1 => key.prop_map(|(a, l)| Op::From(a << 8, l)),
+            1 => key.clone().prop_map(|(a, l)| Op::From(a << 8, l)),
+            1 => key.prop_map(|(a, l)| Op::Before(a << 8, l)),
         ]
     }
 
@@ -239,6 +250,11 @@ mod tests {
                     Op::From(a, l) => {
                         let got: Vec<_> = t.iter_from(net(a, l)).map(|(k, v)| (*k, *v)).collect();
                         let want: Vec<_> = model.range(net(a, l)..).map(|(k, v)| (*k, *v)).collect();
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Before(a, l) => {
+                        let got: Vec<_> = t.iter_before(net(a, l)).map(|(k, v)| (*k, *v)).collect();
+                        let want: Vec<_> = model.range(..net(a, l)).rev().map(|(k, v)| (*k, *v)).collect();
                         prop_assert_eq!(got, want);
                     }
                 }

@@ -33,6 +33,8 @@ pub struct RouteBatch {
     /// With this batch the subscriber has seen every best route that existed when it
     /// subscribed (`Some(0)`) or asked for resync number `n` (`Some(n)`).
     pub synced: Option<u64>,
+    /// More changes are waiting behind this batch: the subscriber is not caught up.
+    pub backlog: bool,
 }
 
 /// The agent's end of a subscription.
@@ -63,6 +65,7 @@ impl Subscription {
             return Some(RouteBatch {
                 events: self.pending.drain(..).collect(),
                 synced: None,
+                backlog: false,
             });
         }
         self.rx.recv().await
@@ -118,20 +121,27 @@ impl Subscriber {
             }
         }
         self.dirty.insert(prefix);
-        if self.dirty.len() > DIRTY_MAX {
-            self.start_walk(rib);
+        if self.dirty.len() > DIRTY_MAX && self.walk.is_none() {
+            // From the first dirty prefix: what the subscriber took before was taken from the
+            // front of the set, so in a table that arrives in order none of it comes again.
+            let first = self.dirty.first().copied();
+            self.start_walk(rib, first);
         }
     }
 
-    /// Walk the whole RIB from its start: the dirty prefixes it will visit need no entry.
-    fn start_walk(&mut self, rib: &Rib) {
-        self.walk = Some(None);
-        self.dirty.retain(|p| !rib.has_best(*p));
+    /// Walk the RIB from `from` on (from its start when `None`): the dirty prefixes it will
+    /// visit need no entry.
+    fn start_walk(&mut self, rib: &Rib, from: Option<Ipv4Net>) {
+        // From just before `from`: the walk sends what comes after its position.
+        let at = from.and_then(|p| rib.best_before(p));
+        self.walk = Some(at);
+        self.dirty
+            .retain(|p| !rib.has_best(*p) || at.is_some_and(|at| *p <= at));
     }
 
     /// Sends every best route again; returns the number the completing batch will carry.
     pub fn resync(&mut self, rib: &Rib) -> u64 {
-        self.start_walk(rib);
+        self.start_walk(rib, None);
         let n = self.next_sync;
         self.next_sync += 1;
         self.sync_pending = Some(n);
@@ -176,6 +186,10 @@ impl Subscriber {
         } else {
             None
         };
-        RouteBatch { events, synced }
+        RouteBatch {
+            events,
+            synced,
+            backlog: self.has_work(),
+        }
     }
 }

@@ -166,3 +166,36 @@ fn a_subscriber_far_behind_walks_the_rib_and_misses_nothing() {
     assert_eq!(seen.len(), want.len());
     assert!(seen == want, "the subscriber's view is the RIB's");
 }
+
+#[test]
+fn a_table_in_order_reaches_a_slow_subscriber_once_per_prefix() {
+    use super::subscriber::{Subscriber, DIRTY_MAX, MAX_BATCH};
+    use crate::rib::Rib;
+    use std::collections::HashMap;
+    let mut rib = Rib::new(64512, "10.0.0.1".parse().unwrap());
+    let (tx, _rx) = tokio::sync::mpsc::channel(2);
+    let mut s = Subscriber::new(tx, &rib);
+    s.take_batch(&rib);
+    let net = |i: u32| Ipv4Net::new(std::net::Ipv4Addr::from(0x0c00_0000 + (i << 8)), 24).unwrap();
+    let mut count: HashMap<Ipv4Net, u32> = HashMap::new();
+    let n = DIRTY_MAX as u32 * 3;
+    // The RIB takes the table eight times faster than the subscriber: the dirty set overflows
+    // and a walk takes over, from where the subscriber was.
+    for i in 0..n {
+        for e in rib.originate(net(i), None) {
+            s.mark(e.prefix(), &rib);
+        }
+        if i % (8 * MAX_BATCH as u32) == 0 {
+            for e in s.take_batch(&rib).events {
+                *count.entry(e.prefix()).or_default() += 1;
+            }
+        }
+    }
+    while s.has_work() {
+        for e in s.take_batch(&rib).events {
+            *count.entry(e.prefix()).or_default() += 1;
+        }
+    }
+    assert_eq!(count.len(), n as usize, "every prefix");
+    assert!(count.values().all(|c| *c == 1), "none twice");
+}

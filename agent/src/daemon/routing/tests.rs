@@ -150,6 +150,7 @@ fn batch(events: Vec<RouteEvent>) -> RouteBatch {
     RouteBatch {
         events,
         synced: None,
+        backlog: false,
     }
 }
 
@@ -293,6 +294,7 @@ async fn reconcile_writes_only_differences_and_removes_what_nothing_claims() {
     o.apply_batch(RouteBatch {
         events: vec![best("192.168.1.0/26", PEER), best("192.168.2.0/26", PEER)],
         synced: Some(n),
+        backlog: false,
     })
     .await;
     let ops = k.take_ops();
@@ -340,6 +342,7 @@ async fn refused_writes_are_remembered_and_retried_by_the_repair() {
     o.apply_batch(RouteBatch {
         events: vec![best("192.168.1.0/26", PEER)],
         synced: Some(n),
+        backlog: false,
     })
     .await;
     assert_eq!(
