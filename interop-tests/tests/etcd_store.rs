@@ -50,11 +50,11 @@ fn etcd_store_passes_the_store_conformance_suite() -> Result<()> {
     let out = etcdctl(
         ns.name(),
         &endpoints[0],
-        &["get", "--prefix", "/conformance/0/Node/a"],
+        &["get", "--prefix", "/conformance/0/IPAMConfig/a"],
     )?;
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
-        ["/conformance/0/Node/a", "{}"]
+        ["/conformance/0/IPAMConfig/a", "{}"]
     );
     Ok(())
 }
