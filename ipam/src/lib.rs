@@ -44,8 +44,8 @@ pub use error::IpamError;
 pub mod allocator;
 
 pub use allocator::{
-    Allocation, AllocationAttrs, BlockUsage, Ipam, IpamSettings, NodeRelease, PoolUsage, Problem,
-    Repair, RepairReport,
+    Allocation, AllocationAttrs, Assigned, BlockUsage, Ipam, IpamSettings, NodeRelease, PoolUsage,
+    Problem, Repair, RepairReport,
 };
 pub use leader::Leadership;
 pub use registry::NodeRegistry;

@@ -124,10 +124,27 @@ impl Agent {
             namespace,
         };
         let handle = handle.to_string();
-        let ip = tokio::task::spawn_blocking(move || ipam.assign(&handle, &attrs)).await??;
-        // Announce a new block before the pod's first packet needs the return route.
-        self.local.refresh().await?;
-        Ok(ip)
+        // A block claimed for this address is announced as soon as the claim is confirmed,
+        // while the address and the handle are still being written: other nodes route it by
+        // the time the pod's first packet needs the return route.
+        let routing = self.routing.clone();
+        let local = self.local.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            ipam.assign_reporting(&handle, &attrs, &mut |block| {
+                if !routing.new_block(block) {
+                    local.nudge();
+                }
+            })
+        })
+        .await??;
+        // A borrowed address is announced as a /32 before the pod uses it. An address from a
+        // block the node already routes changes nothing.
+        if done.borrowed {
+            self.local.refresh().await?;
+        } else if done.claimed.is_some() {
+            self.local.nudge();
+        }
+        Ok(done.ip)
     }
 
     pub async fn release(&self, handle: &str) -> Result<Vec<Ipv4Addr>, AgentError> {

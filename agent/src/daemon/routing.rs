@@ -56,6 +56,8 @@ pub const SETTLE: Duration = Duration::from_secs(3);
 pub const QUIET: Duration = Duration::from_secs(1);
 /// Messages the owner's inbox holds.
 pub const INBOX: usize = 256;
+/// How long a block announced from a claim is kept against reads of IPAM that do not show it.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(10);
 
 /// What the other tasks ask of the routing owner.
 #[derive(Debug)]
@@ -80,6 +82,9 @@ pub enum RoutingMsg {
         reply: oneshot::Sender<Result<(), KernelError>>,
     },
     View(oneshot::Sender<RoutingView>),
+    /// IPAM just confirmed this node's claim on a block: announce it now, before the
+    /// assignment that claimed it has finished writing (the next `Local` confirms it).
+    NewBlock(Ipv4Net),
     /// An interface came up: the kernel dropped our routes through it when it went down.
     LinkUp(String),
 }
@@ -183,6 +188,12 @@ impl RoutingHandle {
     }
 
     /// Sends IPAM's view of this node's blocks; returns once the announcements are made.
+    /// A block claimed just now, from a blocking IPAM task: false if the inbox is full (the
+    /// local task's next read announces it then).
+    pub fn new_block(&self, block: Ipv4Net) -> bool {
+        self.tx.try_send(RoutingMsg::NewBlock(block)).is_ok()
+    }
+
     pub async fn set_local(
         &self,
         blocks: Vec<Ipv4Net>,
@@ -283,6 +294,8 @@ pub struct RoutingOwner<K: Kernel> {
     blocks: BTreeSet<Ipv4Net>,
     /// Our blocks and borrowed /32s as IPAM last said (announced with `--advertise`).
     local: Vec<Ipv4Net>,
+    /// Blocks announced from a claim, and when (see [`CLAIM_GRACE`]).
+    claimed: BTreeMap<Ipv4Net, Instant>,
     announced: BTreeSet<Ipv4Net>,
     overridden: BTreeSet<Ipv4Net>,
     failed: BTreeSet<Ipv4Net>,
@@ -313,6 +326,7 @@ impl<K: Kernel> RoutingOwner<K> {
             speaker,
             blocks: BTreeSet::new(),
             local: Vec::new(),
+            claimed: BTreeMap::new(),
             announced: BTreeSet::new(),
             overridden: BTreeSet::new(),
             failed: BTreeSet::new(),
@@ -340,9 +354,15 @@ impl<K: Kernel> RoutingOwner<K> {
 
     async fn set_local(
         &mut self,
-        blocks: Vec<Ipv4Net>,
+        mut blocks: Vec<Ipv4Net>,
         borrowed: Vec<Ipv4Addr>,
     ) -> Result<(), AgentError> {
+        // A read of IPAM that began before a claim does not know the block yet: a block
+        // claimed in the last few seconds stays unless a later read drops it.
+        let now = Instant::now();
+        self.claimed
+            .retain(|b, at| now - *at < CLAIM_GRACE && !blocks.contains(b));
+        blocks.extend(self.claimed.keys().copied());
         self.blocks = blocks.iter().copied().collect();
         self.overridden.retain(|b| self.blocks.contains(b));
         self.local = blocks
@@ -410,6 +430,14 @@ impl<K: Kernel> RoutingOwner<K> {
             }
             RoutingMsg::View(reply) => {
                 let _ = reply.send(self.view());
+            }
+            RoutingMsg::NewBlock(block) => {
+                self.claimed.insert(block, Instant::now());
+                self.blocks.insert(block);
+                if !self.local.contains(&block) {
+                    self.local.push(block);
+                }
+                self.sync_announcements().await?;
             }
             // Repair now rather than at the next period. Before the first sweep there is
             // nothing to do: that reconcile is still to come.

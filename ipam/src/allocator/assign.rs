@@ -26,6 +26,16 @@ enum Want<'a> {
     NotAffineTo(&'a str),
 }
 
+/// What an assignment did besides giving an address: what the node announces may have changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assigned {
+    pub ip: Ipv4Addr,
+    /// A block this assignment claimed for the node (the node now routes it).
+    pub claimed: Option<Ipv4Net>,
+    /// The address is borrowed from another node's block (the node announces it as a /32).
+    pub borrowed: bool,
+}
+
 impl Ipam {
     /// An address for `handle`. Idempotent: a handle that already holds an address gets it
     /// back, also when an earlier assign wrote the block but not the handle record (a crash, or
@@ -33,6 +43,18 @@ impl Ipam {
     /// pick different blocks are not merged (each may get an address); the CNI runs one ADD per
     /// container at a time, and `release` frees both.
     pub fn assign(&self, handle: &str, attrs: &AllocationAttrs) -> Result<Ipv4Addr, IpamError> {
+        Ok(self.assign_reporting(handle, attrs, &mut |_| {})?.ip)
+    }
+
+    /// [`Ipam::assign`], saying what changed for the node's routes, and calling `on_claim`
+    /// with a block as soon as the node's claim on it is confirmed: before the address and the
+    /// handle are written, so that the block can be announced meanwhile.
+    pub fn assign_reporting(
+        &self,
+        handle: &str,
+        attrs: &AllocationAttrs,
+        on_claim: &mut dyn FnMut(Ipv4Net),
+    ) -> Result<Assigned, IpamError> {
         if handle.is_empty() {
             return Err(IpamError::InvalidHandle(handle.to_string()));
         }
@@ -44,14 +66,27 @@ impl Ipam {
             });
         }
         if let Some(ip) = self.held_by(handle)? {
-            return Ok(ip);
+            return Ok(Assigned {
+                ip,
+                claimed: None,
+                borrowed: false,
+            });
         }
-        let (ip, cidr, count) = self.allocate(handle, attrs)?;
+        let mut claimed = None;
+        let mut on_claim = |cidr| {
+            claimed = Some(cidr);
+            on_claim(cidr);
+        };
+        let (ip, cidr, count, borrowed) = self.allocate(handle, attrs, &mut on_claim)?;
         // The handle record is written after the block: a crash in between leaves an address
         // without a handle, which `check` reports and `repair` frees once it is old enough.
         self.set_handle_count(handle, cidr, count)?;
         tracing::debug!(%handle, %ip, node = %attrs.node, "assigned");
-        Ok(ip)
+        Ok(Assigned {
+            ip,
+            claimed,
+            borrowed,
+        })
     }
 
     /// The address `handle` already holds, if any.
@@ -77,7 +112,8 @@ impl Ipam {
         &self,
         handle: &str,
         attrs: &AllocationAttrs,
-    ) -> Result<(Ipv4Addr, Ipv4Net, u32), IpamError> {
+        on_claim: &mut dyn FnMut(Ipv4Net),
+    ) -> Result<(Ipv4Addr, Ipv4Net, u32, bool), IpamError> {
         let node = attrs.node.as_str();
         let config = self.config()?;
         let limit = config.block_limit();
@@ -96,19 +132,20 @@ impl Ipam {
                         if !self.claim(node, cidr)? {
                             continue;
                         }
+                        on_claim(cidr);
                         confirmed += 1;
                     }
                     AffinityState::PendingDeletion => continue,
                 }
                 match self.assign_in_block(cidr, handle, attrs, Want::AffineTo(node))? {
-                    InBlock::Assigned(ip, n) => return Ok(Step::Done((ip, cidr, n))),
+                    InBlock::Assigned(ip, n) => return Ok(Step::Done((ip, cidr, n, false))),
                     InBlock::Full => {}
                     InBlock::Unusable => {
                         if self.rebuild_block(node, cidr)? {
                             if let InBlock::Assigned(ip, n) =
                                 self.assign_in_block(cidr, handle, attrs, Want::AffineTo(node))?
                             {
-                                return Ok(Step::Done((ip, cidr, n)));
+                                return Ok(Step::Done((ip, cidr, n, false)));
                             }
                         }
                     }
@@ -119,9 +156,10 @@ impl Ipam {
                 limit_hit = true;
             } else if config.auto_allocate_blocks {
                 if let Some(cidr) = self.claim_free_block(node)? {
+                    on_claim(cidr);
                     return Ok(
                         match self.assign_in_block(cidr, handle, attrs, Want::AffineTo(node))? {
-                            InBlock::Assigned(ip, n) => Step::Done((ip, cidr, n)),
+                            InBlock::Assigned(ip, n) => Step::Done((ip, cidr, n, false)),
                             // Filled or released by others before we could use it: start over.
                             _ => Step::Retry,
                         },
@@ -129,8 +167,8 @@ impl Ipam {
                 }
             }
             if !config.strict_affinity {
-                if let Some(found) = self.borrow(handle, attrs)? {
-                    return Ok(Step::Done(found));
+                if let Some((ip, cidr, n)) = self.borrow(handle, attrs)? {
+                    return Ok(Step::Done((ip, cidr, n, true)));
                 }
             }
             Err(if limit_hit {

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
 
+pub use assign::Assigned;
 pub use check::{Problem, Repair, RepairReport};
 pub use order::{block_order, fnv32};
 pub use query::{Allocation, BlockUsage, PoolUsage};

@@ -728,3 +728,44 @@ fn repair_finishes_or_withdraws_half_done_claims() {
     assert_eq!(ipam.node_blocks("b").unwrap(), vec![blocks[1]]);
     assert_none(ipam.check().unwrap());
 }
+
+#[test]
+fn an_assignment_says_what_it_changed_and_reports_a_claim_before_writing_the_address() {
+    let ipam = ipam("10.2.0.0/28", 30, &["a", "b"]);
+    let store = ipam.store().clone();
+    let mut claims = Vec::new();
+    let first = ipam
+        .assign_reporting("h1", &at("a"), &mut |b| {
+            // Called once the claim is confirmed, before the address is written.
+            let block = resources::get::<AllocationBlock>(&*store, &resources::cidr_name(&b))
+                .unwrap()
+                .unwrap();
+            assert!(block.value.is_affine_to("a"));
+            assert_eq!(block.value.allocated().count(), 0);
+            claims.push(b);
+        })
+        .unwrap();
+    assert_eq!(first.claimed, Some(claims[0]));
+    assert!(!first.borrowed && claims[0].contains(&first.ip));
+    // The same block again: nothing changed for the routes.
+    let second = ipam
+        .assign_reporting("h2", &at("a"), &mut |_| panic!("no claim"))
+        .unwrap();
+    assert_eq!((second.claimed, second.borrowed), (None, false));
+    // b takes every other block, with room left in them; a fills its own, then borrows.
+    for i in 0..10 {
+        ipam.assign(&format!("b{i}"), &at("b")).unwrap();
+    }
+    let mut n = 0;
+    loop {
+        let r = ipam.assign_reporting(&format!("a{n}"), &at("a"), &mut |_| {});
+        match r {
+            Ok(a) if a.borrowed => {
+                assert_eq!(a.claimed, None);
+                break;
+            }
+            Ok(_) => n += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

@@ -521,3 +521,53 @@ fn the_first_sweep_waits_for_every_peers_end_of_rib() {
     assert!(!relearned(&[gr(true), down], None, settle));
     assert!(!relearned(&[], Some(ms(60_000)), settle));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_claimed_block_is_announced_at_once_and_outlives_a_stale_read() {
+    let k = FakeKernel::default();
+    let (mut o, _sub) = owner(&k).await;
+    let announced = |o: &RoutingOwner<FakeKernel>| o.view().announced;
+    // The claim is confirmed: announced before IPAM's next read.
+    o.handle(RoutingMsg::NewBlock(net("192.168.9.0/26")))
+        .await
+        .unwrap();
+    assert!(announced(&o).contains(&net("192.168.9.0/26")));
+    // A read of IPAM that began before the claim does not show it: the block stays.
+    o.handle(RoutingMsg::Local {
+        blocks: vec![],
+        borrowed: vec![],
+        done: None,
+    })
+    .await
+    .unwrap();
+    assert!(announced(&o).contains(&net("192.168.9.0/26")));
+    // A read that shows it takes over; a later one without it (released) withdraws it.
+    o.handle(RoutingMsg::Local {
+        blocks: vec![net("192.168.9.0/26")],
+        borrowed: vec![],
+        done: None,
+    })
+    .await
+    .unwrap();
+    o.handle(RoutingMsg::Local {
+        blocks: vec![],
+        borrowed: vec![],
+        done: None,
+    })
+    .await
+    .unwrap();
+    assert!(announced(&o).is_empty());
+    // And a claim no read ever confirms goes after its grace.
+    o.handle(RoutingMsg::NewBlock(net("192.168.10.0/26")))
+        .await
+        .unwrap();
+    tokio::time::advance(CLAIM_GRACE + Duration::from_secs(1)).await;
+    o.handle(RoutingMsg::Local {
+        blocks: vec![],
+        borrowed: vec![],
+        done: None,
+    })
+    .await
+    .unwrap();
+    assert!(announced(&o).is_empty());
+}
