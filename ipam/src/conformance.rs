@@ -156,6 +156,11 @@ pub fn lists_are_per_kind_sorted_and_prefixed(s: &dyn Store) {
         ["node1-192.168.0.0/26", "node1-192.168.0.64/26"]
     );
     assert_eq!(names(s.list(Kind::IPPool).unwrap()), ["p"]);
+    assert_eq!(
+        s.list_names(Kind::BlockAffinity).unwrap(),
+        names(s.list(Kind::BlockAffinity).unwrap()),
+        "the names alone, as a listing has them"
+    );
     assert!(s.list(Kind::IPAMHandle).unwrap().records.is_empty());
 }
 

@@ -16,11 +16,15 @@ use crate::store::StoreError;
 impl Ipam {
     /// Claims the first free block in `node`'s order; `None` when every block of the pool exists.
     pub(crate) fn claim_free_block(&self, node: &str) -> Result<Option<Ipv4Net>, IpamError> {
-        let (blocks, _) = resources::list::<AllocationBlock>(&*self.store)?;
-        let taken: std::collections::HashSet<Ipv4Net> =
-            blocks.iter().map(|b| b.value.cidr).collect();
+        // The names of the blocks are all it takes (a block is named after its CIDR): reading
+        // every block of a large pool for each claim would make a claim cost the cluster's size.
+        let taken: std::collections::HashSet<String> = self
+            .store
+            .list_names(crate::store::Kind::IPAMBlock)?
+            .into_iter()
+            .collect();
         for cidr in super::block_order(&self.pool, node) {
-            if taken.contains(&cidr) {
+            if taken.contains(&resources::cidr_name(&cidr)) {
                 continue;
             }
             if self.claim(node, cidr)? {

@@ -412,6 +412,30 @@ impl Store for EtcdStore {
         self.list_keys(kind, format!("{}{prefix}", self.kind_prefix(kind)))
     }
 
+    fn list_names(&self, kind: Kind) -> Result<Vec<String>, StoreError> {
+        let kind_prefix = self.kind_prefix(kind);
+        self.call(move |mut client| {
+            let kind_prefix = kind_prefix.clone();
+            async move {
+                let resp = client
+                    .get(
+                        kind_prefix.clone(),
+                        Some(GetOptions::new().with_prefix().with_keys_only()),
+                    )
+                    .await?;
+                // etcd returns keys in byte order, which is the order of the names.
+                Ok(resp
+                    .kvs()
+                    .iter()
+                    .map(|kv| {
+                        let key = String::from_utf8_lossy(kv.key());
+                        key.strip_prefix(&kind_prefix).unwrap_or(&key).to_string()
+                    })
+                    .collect())
+            }
+        })
+    }
+
     fn create(
         &self,
         kind: Kind,

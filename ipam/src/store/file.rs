@@ -263,6 +263,25 @@ impl Store for FileStore {
         Ok(listing)
     }
 
+    fn list_names(&self, kind: Kind) -> Result<Vec<String>, StoreError> {
+        let dir = self.dir.join(kind.as_str());
+        let entries = fs::read_dir(&dir).map_err(|e| StoreError::io("cannot list", &dir, e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io("cannot list", &dir, e))?;
+            let fname = entry.file_name();
+            let Some(f) = fname.to_str() else { continue };
+            if f.starts_with('.') || !f.ends_with(".json") {
+                continue;
+            }
+            if let Some(name) = names::unescape(&f[..f.len() - ".json".len()]) {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     fn create(
         &self,
         kind: Kind,

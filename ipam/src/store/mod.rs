@@ -194,6 +194,20 @@ pub trait Store: Send + Sync {
         listing.records.retain(|r| r.name.starts_with(prefix));
         Ok(listing)
     }
+    /// The names of the records of `kind`, sorted, without reading the records (which names
+    /// are taken is all a block claim needs to know). Backends that can (a directory listing,
+    /// a keys-only range) override this.
+    fn list_names(&self, kind: Kind) -> Result<Vec<String>, StoreError> {
+        let listing = self.list(kind)?;
+        let mut names: Vec<String> = listing
+            .records
+            .into_iter()
+            .map(|r| r.name)
+            .chain(listing.errors.into_iter().map(|c| c.name))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
     /// Fails with `AlreadyExists` if the name is taken (and with `Corrupt` if an unreadable
     /// record holds it).
     fn create(&self, kind: Kind, name: &str, data: serde_json::Value)
