@@ -56,6 +56,8 @@ pub const SETTLE: Duration = Duration::from_secs(3);
 pub const QUIET: Duration = Duration::from_secs(1);
 /// Messages the owner's inbox holds.
 pub const INBOX: usize = 256;
+/// How often the owner looks while something is pending (the first sweep, a due repair).
+pub const TICK: Duration = Duration::from_secs(1);
 /// How long a block announced from a claim is kept against reads of IPAM that do not show it.
 pub const CLAIM_GRACE: Duration = Duration::from_secs(10);
 
@@ -382,9 +384,10 @@ impl<K: Kernel> RoutingOwner<K> {
     ) -> Result<(), AgentError> {
         // The advertised prefixes need no IPAM: announce them at once.
         self.sync_announcements().await?;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Woken for the next thing due, not every second: an idle agent of a large mesh
+            // sleeps until its next repair.
+            let wake = self.next_wake(Instant::now());
             tokio::select! {
                 batch = routes.recv() => match batch {
                     Some(b) => self.apply_batch(b).await,
@@ -397,8 +400,21 @@ impl<K: Kernel> RoutingOwner<K> {
                     Some(m) => self.handle(m).await?,
                     None => return Ok(()),
                 },
-                _ = tick.tick() => self.on_tick(&routes).await?,
+                _ = tokio::time::sleep_until(wake) => self.on_tick(&routes).await?,
             }
+        }
+    }
+
+    /// When the owner has something to look at by itself: every second until the first sweep
+    /// (it watches the sessions come up) and while a due repair waits for a pause; otherwise
+    /// the next repair. Route batches and messages wake it anyway.
+    fn next_wake(&self, now: Instant) -> Instant {
+        match self.sweep {
+            Sweep::Waiting { .. } => now + TICK,
+            // The resync's batches carry a reconcile to its end.
+            Sweep::Done if self.reconcile.is_some() => now + self.cfg.repair_every,
+            Sweep::Done if now < self.next_repair => self.next_repair,
+            Sweep::Done => now + TICK,
         }
     }
 
