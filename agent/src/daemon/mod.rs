@@ -124,7 +124,7 @@ impl FailureLog {
 }
 
 /// How often an agent waiting for its datastore at start says it still is.
-const WAITING_REMINDER: Duration = Duration::from_secs(10);
+const WAITING_REMINDER: Duration = Duration::from_secs(5);
 
 /// Runs a blocking datastore step of the start-up again while the datastore cannot be reached
 /// (etcd not up yet, or without quorum): an agent must wait for it, not exit and restart in a
@@ -142,7 +142,7 @@ async fn until_reachable<T: Send + 'static>(
         let step = f.clone();
         match tokio::task::spawn_blocking(move || step()).await? {
             Err(e) if e.kind() == crate::control::api::ErrorKind::Unavailable => {
-                // Said when it starts, then every 10 s: someone reading the log of an agent
+                // Said when it starts, then every 5 s: someone reading the log of an agent
                 // that is not ready wants to see it is waiting, and for what.
                 match waiting {
                     None => tracing::warn!("{what}: {e}; waiting for the datastore"),
