@@ -128,20 +128,33 @@ impl Agent {
         // while the address and the handle are still being written: other nodes route it by
         // the time the pod's first packet needs the return route.
         let routing = self.routing.clone();
-        let local = self.local.clone();
+        let rt = tokio::runtime::Handle::current();
         let done = tokio::task::spawn_blocking(move || {
-            ipam.assign_reporting(&handle, &attrs, &mut |block| {
-                if !routing.new_block(block) {
-                    local.nudge();
-                }
-            })
+            let mut announced = true;
+            let r = ipam.assign_reporting(&handle, &attrs, &mut |block| {
+                // This is a blocking thread: waiting here for the owner is allowed, and the
+                // address is written only once the block is out.
+                announced &= rt.block_on(routing.new_block(block)).is_ok();
+            });
+            r.map(|a| (a, announced))
         })
         .await??;
-        // A borrowed address is announced as a /32 before the pod uses it. An address from a
-        // block the node already routes changes nothing.
-        if done.borrowed {
+        let (done, announced) = done;
+        // A borrowed address is announced as a /32 before the pod uses it; an address in a
+        // block the owner does not route yet (another ADD claimed it a moment ago, and its
+        // announcement is on its way) is read again too. Anything else changed nothing.
+        let routed = !done.borrowed
+            && announced
+            && self
+                .routing
+                .blocks()
+                .await?
+                .iter()
+                .any(|b| b.contains(&done.ip));
+        if !routed {
             self.local.refresh().await?;
         } else if done.claimed.is_some() {
+            // The claim's own read, to replace what the owner took on trust.
             self.local.nudge();
         }
         Ok(done.ip)

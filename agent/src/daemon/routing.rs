@@ -86,7 +86,8 @@ pub enum RoutingMsg {
     View(oneshot::Sender<RoutingView>),
     /// IPAM just confirmed this node's claim on a block: announce it now, before the
     /// assignment that claimed it has finished writing (the next `Local` confirms it).
-    NewBlock(Ipv4Net),
+    /// Answered once it is announced.
+    NewBlock(Ipv4Net, oneshot::Sender<()>),
     /// An interface came up: the kernel dropped our routes through it when it went down.
     LinkUp(String),
 }
@@ -190,10 +191,18 @@ impl RoutingHandle {
     }
 
     /// Sends IPAM's view of this node's blocks; returns once the announcements are made.
-    /// A block claimed just now, from a blocking IPAM task: false if the inbox is full (the
-    /// local task's next read announces it then).
-    pub fn new_block(&self, block: Ipv4Net) -> bool {
-        self.tx.try_send(RoutingMsg::NewBlock(block)).is_ok()
+    /// A block claimed just now: returns once it is announced.
+    pub async fn new_block(&self, block: Ipv4Net) -> Result<(), AgentError> {
+        let (done, rx) = oneshot::channel();
+        self.send(RoutingMsg::NewBlock(block, done)).await?;
+        rx.await.map_err(|_| AgentError::OwnerStopped)
+    }
+
+    /// This node's blocks as the owner has them now.
+    pub async fn blocks(&self) -> Result<BTreeSet<Ipv4Net>, AgentError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(RoutingMsg::View(tx)).await?;
+        Ok(rx.await.map_err(|_| AgentError::OwnerStopped)?.blocks)
     }
 
     pub async fn set_local(
@@ -310,6 +319,9 @@ pub struct RoutingOwner<K: Kernel> {
     last_batch: Instant,
     /// The last batch said more changes wait behind it: the kernel is behind the RIB.
     behind: bool,
+    /// The next look while something is pending: it moves only when the look happens, so a
+    /// steady stream of batches cannot put it off.
+    tick_at: Instant,
 }
 
 impl<K: Kernel> RoutingOwner<K> {
@@ -340,6 +352,7 @@ impl<K: Kernel> RoutingOwner<K> {
             },
             last_batch: now,
             behind: false,
+            tick_at: now + TICK,
         }
     }
 
@@ -400,7 +413,10 @@ impl<K: Kernel> RoutingOwner<K> {
                     Some(m) => self.handle(m).await?,
                     None => return Ok(()),
                 },
-                _ = tokio::time::sleep_until(wake) => self.on_tick(&routes).await?,
+                _ = tokio::time::sleep_until(wake) => {
+                    self.tick_at = Instant::now() + TICK;
+                    self.on_tick(&routes).await?
+                }
             }
         }
     }
@@ -410,11 +426,11 @@ impl<K: Kernel> RoutingOwner<K> {
     /// the next repair. Route batches and messages wake it anyway.
     fn next_wake(&self, now: Instant) -> Instant {
         match self.sweep {
-            Sweep::Waiting { .. } => now + TICK,
+            Sweep::Waiting { .. } => self.tick_at,
             // The resync's batches carry a reconcile to its end.
             Sweep::Done if self.reconcile.is_some() => now + self.cfg.repair_every,
             Sweep::Done if now < self.next_repair => self.next_repair,
-            Sweep::Done => now + TICK,
+            Sweep::Done => self.tick_at,
         }
     }
 
@@ -447,13 +463,14 @@ impl<K: Kernel> RoutingOwner<K> {
             RoutingMsg::View(reply) => {
                 let _ = reply.send(self.view());
             }
-            RoutingMsg::NewBlock(block) => {
+            RoutingMsg::NewBlock(block, done) => {
                 self.claimed.insert(block, Instant::now());
                 self.blocks.insert(block);
                 if !self.local.contains(&block) {
                     self.local.push(block);
                 }
                 self.sync_announcements().await?;
+                let _ = done.send(());
             }
             // Repair now rather than at the next period. Before the first sweep there is
             // nothing to do: that reconcile is still to come.

@@ -40,6 +40,8 @@ pub struct AdjRibOut {
     advertised: HashMap<Ipv4Net, Arc<PathAttributes>>,
     dirty: BTreeSet<Ipv4Net>,
     end_of_rib_pending: bool,
+    /// A ROUTE-REFRESH is being answered: what is dirty is sent even if it was sent before.
+    resend: bool,
 }
 
 impl AdjRibOut {
@@ -51,6 +53,7 @@ impl AdjRibOut {
             advertised: HashMap::new(),
             dirty: BTreeSet::new(),
             end_of_rib_pending: true,
+            resend: false,
         }
     }
 
@@ -90,9 +93,11 @@ impl AdjRibOut {
         self.advertised.len()
     }
 
-    /// Forget what was sent so the next batch re-sends everything (ROUTE-REFRESH, RFC 2918 §4).
+    /// Re-send what is marked dirty next even where it was sent before (ROUTE-REFRESH, RFC
+    /// 2918 §4). What was sent is remembered all the same: a withdrawal already pending must
+    /// still go out.
     pub fn reset(&mut self) {
-        self.advertised.clear();
+        self.resend = true;
     }
 
     /// RFC 4271 §9.2 and §5.1: the attributes `best` is advertised with to this peer, or `None`
@@ -196,7 +201,7 @@ impl AdjRibOut {
                     self.advertised.remove(&prefix);
                     batch.withdrawn.push(prefix);
                 }
-                (Some(new), Some(old)) if Arc::ptr_eq(&new, old) => {}
+                (Some(new), Some(old)) if Arc::ptr_eq(&new, old) && !self.resend => {}
                 (Some(new), _) => {
                     let slot = *groups.entry(Arc::as_ptr(&new)).or_insert_with(|| {
                         batch.groups.push((new.clone(), Vec::new()));
@@ -206,6 +211,9 @@ impl AdjRibOut {
                     self.advertised.insert(prefix, new);
                 }
             }
+        }
+        if self.dirty.is_empty() {
+            self.resend = false;
         }
         // End-of-RIB only once the initial dump is wholly out (RFC 4724 §2).
         if self.dirty.is_empty() {

@@ -213,6 +213,23 @@ mod tests {
         assert_eq!(from, [9_998, 9_999]);
     }
 
+    #[test]
+    fn a_table_that_arrives_backwards_keeps_its_leaves_found_by_their_first_key() {
+        // Every insert is a new smallest key: the first leaf fills, splits, and is re-keyed.
+        let mut t = PrefixTable::default();
+        for i in (0..5_000u32).rev() {
+            *t.get_or_insert_with(net(i << 8, 24), || 0u32) = i;
+            if i % 7 == 0 && i + 3 < 5_000 {
+                assert_eq!(t.remove(&net((i + 3) << 8, 24)), Some(i + 3));
+            }
+        }
+        assert!(t.leaves.iter().all(|(k, l)| *k == l.keys[0]));
+        let keys: Vec<u32> = t.values().copied().collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(t.len(), keys.len());
+        assert_eq!(t.get(&net(0, 24)), Some(&0));
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u32, u8, u16),
@@ -266,9 +283,10 @@ mod tests {
             for (k, v) in &model {
                 prop_assert_eq!(t.get(k), Some(v));
             }
-            for l in t.leaves.values() {
+            for (first, l) in &t.leaves {
                 prop_assert!(!l.keys.is_empty() && l.keys.len() <= LEAF);
                 prop_assert!(l.keys.windows(2).all(|w| w[0] < w[1]));
+                prop_assert_eq!(*first, l.keys[0], "a leaf is found by its first key");
             }
         }
     }

@@ -694,3 +694,39 @@ fn a_peer_back_without_forwarding_state_flushes_its_stale_paths() {
     );
     assert_eq!(r.stale_count(p.address), 0);
 }
+
+#[test]
+fn a_route_refresh_keeps_a_withdrawal_that_was_waiting() {
+    let mut r = rib();
+    let from = peer("172.18.0.2", 65001, [10, 0, 0, 2]);
+    let to = peer("172.18.0.3", 65002, [10, 0, 0, 3]);
+    r.peer_up(from, MY_ADDR, false);
+    r.peer_up(to, MY_ADDR, false);
+    r.apply_update(
+        from.address,
+        &announce(
+            &["10.7.0.0/24", "10.8.0.0/24"],
+            attrs(&[65001], "172.18.0.2"),
+        ),
+    );
+    let first = r.take_batch(to.address, 100);
+    assert_eq!(first.groups.iter().map(|g| g.1.len()).sum::<usize>(), 2);
+    // 10.7 is withdrawn, but the peer is slow: the withdrawal waits. A ROUTE-REFRESH comes.
+    let mut gone = announce(&[], attrs(&[65001], "172.18.0.2"));
+    gone.withdrawn = vec![net("10.7.0.0/24")];
+    r.apply_update(from.address, &gone);
+    r.refresh(to.address);
+    let b = r.take_batch(to.address, 100);
+    assert_eq!(
+        b.withdrawn,
+        vec![net("10.7.0.0/24")],
+        "the withdrawal still goes"
+    );
+    let resent: Vec<Ipv4Net> = b.groups.iter().flat_map(|g| g.1.clone()).collect();
+    assert_eq!(
+        resent,
+        vec![net("10.8.0.0/24")],
+        "and the rest is sent again"
+    );
+    assert!(r.take_batch(to.address, 100).groups.is_empty());
+}

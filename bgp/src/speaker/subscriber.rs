@@ -11,8 +11,10 @@
 //! arriving faster than a kernel takes it), or when the subscriber asks for a resync, the
 //! subscriber switches to a walk of the whole RIB in prefix order, which sends every best route
 //! as it is when the walk reaches it. Only what the walk cannot see stays in the set: prefixes
-//! withdrawn meanwhile, and changes behind the walk's position. Memory is bounded by
-//! [`DIRTY_MAX`], not by the table.
+//! withdrawn meanwhile, and changes behind the walk's position. Announcements and changes cost
+//! at most [`DIRTY_MAX`] entries, not the table; withdrawals still take one each (the RIB no
+//! longer holds a withdrawn prefix, so only the set remembers it), which a peer dropping a
+//! whole table makes as large as that table for as long as the subscriber is behind.
 
 use crate::rib::{Rib, RouteEvent};
 use ipnet::Ipv4Net;

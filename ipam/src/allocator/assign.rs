@@ -65,11 +65,13 @@ impl Ipam {
                 reason: "an address needs the node it is for".into(),
             });
         }
-        if let Some(ip) = self.held_by(handle)? {
+        // Asked again (a retried ADD): the same address, and whether it is borrowed, which
+        // the node must still be announcing.
+        if let Some((ip, affine)) = self.held_by_on(handle, &attrs.node)? {
             return Ok(Assigned {
                 ip,
                 claimed: None,
-                borrowed: false,
+                borrowed: !affine,
             });
         }
         let mut claimed = None;
@@ -89,8 +91,8 @@ impl Ipam {
         })
     }
 
-    /// The address `handle` already holds, if any.
-    fn held_by(&self, handle: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+    /// The address `handle` already holds, and whether its block is `node`'s.
+    fn held_by_on(&self, handle: &str, node: &str) -> Result<Option<(Ipv4Addr, bool)>, IpamError> {
         let Some(h) = resources::get::<IpamHandle>(&*self.store, handle)? else {
             return Ok(None);
         };
@@ -101,7 +103,7 @@ impl Ipam {
             let b = resources::get::<AllocationBlock>(&*self.store, &resources::cidr_name(&cidr))?;
             if let Some(b) = b {
                 if let Some((ip, _)) = b.value.allocated().find(|(_, a)| a.handle_id == handle) {
-                    return Ok(Some(ip));
+                    return Ok(Some((ip, b.value.is_affine_to(node))));
                 }
             }
         }

@@ -528,9 +528,12 @@ async fn a_claimed_block_is_announced_at_once_and_outlives_a_stale_read() {
     let (mut o, _sub) = owner(&k).await;
     let announced = |o: &RoutingOwner<FakeKernel>| o.view().announced;
     // The claim is confirmed: announced before IPAM's next read.
-    o.handle(RoutingMsg::NewBlock(net("192.168.9.0/26")))
-        .await
-        .unwrap();
+    o.handle(RoutingMsg::NewBlock(
+        net("192.168.9.0/26"),
+        oneshot::channel().0,
+    ))
+    .await
+    .unwrap();
     assert!(announced(&o).contains(&net("192.168.9.0/26")));
     // A read of IPAM that began before the claim does not show it: the block stays.
     o.handle(RoutingMsg::Local {
@@ -558,9 +561,12 @@ async fn a_claimed_block_is_announced_at_once_and_outlives_a_stale_read() {
     .unwrap();
     assert!(announced(&o).is_empty());
     // And a claim no read ever confirms goes after its grace.
-    o.handle(RoutingMsg::NewBlock(net("192.168.10.0/26")))
-        .await
-        .unwrap();
+    o.handle(RoutingMsg::NewBlock(
+        net("192.168.10.0/26"),
+        oneshot::channel().0,
+    ))
+    .await
+    .unwrap();
     tokio::time::advance(CLAIM_GRACE + Duration::from_secs(1)).await;
     o.handle(RoutingMsg::Local {
         blocks: vec![],
