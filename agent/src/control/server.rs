@@ -24,7 +24,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// How often the server checks that its socket file is still its own.
-const CHECK_EVERY: Duration = Duration::from_secs(5);
+const CHECK_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
