@@ -137,6 +137,9 @@ pub struct SessionParams {
     pub send_hold_min: Duration,
 }
 
+/// The read buffer: two maximum-size messages (RFC 4271 §4.1) per read when a table streams in.
+const READ_BUF: usize = 8192;
+
 /// RFC 9687 §3: the suggested send hold time floor.
 pub const SEND_HOLD_MIN: Duration = Duration::from_secs(8 * 60);
 
@@ -199,7 +202,7 @@ where
     };
     d.feed(up).await;
 
-    let mut rbuf = BytesMut::with_capacity(8192);
+    let mut rbuf = BytesMut::with_capacity(READ_BUF);
     let mut updates_open = true;
     let mut stop_open = true;
     while !d.closing {
@@ -211,7 +214,15 @@ where
             biased;
             n = reader.read_buf(&mut rbuf) => match n {
                 Ok(0) | Err(_) => d.feed(Event::TcpConnectionFails).await,
-                Ok(_) => d.process_input(&mut rbuf).await,
+                Ok(_) => {
+                    d.process_input(&mut rbuf).await;
+                    // Everything read was used: start the next read at the front of the
+                    // buffer again (a cheap reclaim, no copy). Otherwise an idle session's
+                    // keepalives walk the whole buffer and keep all of its pages resident.
+                    if rbuf.is_empty() {
+                        rbuf.reserve(READ_BUF);
+                    }
+                }
             },
             // Before the writer's channel: a writer that gave up is reported as what it is.
             stuck = &mut stuck_rx, if writer_stuck_open => {

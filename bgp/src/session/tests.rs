@@ -401,3 +401,24 @@ async fn a_stalled_speaker_does_not_drop_the_session() {
     assert!(!h.task.is_finished());
     assert!(h.events.try_recv().is_err(), "no Closed after catching up");
 }
+
+/// The session relies on this to keep an idle connection's read buffer on its first page: an
+/// emptied buffer that reserves its whole size again starts at the front of the same allocation.
+#[test]
+fn emptied_read_buffer_restarts_at_its_front() {
+    use bytes::{Buf, BufMut};
+    let mut rbuf = BytesMut::with_capacity(READ_BUF);
+    let front = rbuf.as_ptr();
+    for _ in 0..3 {
+        rbuf.put_slice(&[0xff; 19]); // a KEEPALIVE's size
+        rbuf.advance(19);
+        assert_ne!(rbuf.as_ptr(), front);
+        rbuf.reserve(READ_BUF);
+        assert_eq!(
+            rbuf.as_ptr(),
+            front,
+            "reclaimed in place, no new allocation"
+        );
+        assert_eq!(rbuf.capacity(), READ_BUF);
+    }
+}
