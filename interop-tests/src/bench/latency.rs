@@ -277,6 +277,9 @@ fn propagate_bird(trials: usize, dir: &Path) -> Result<Latency> {
         &["--nodes", "3", "--pods-per-node", "0", "--no-agents"],
     )?;
     let (nodes, _) = mesh::lab_nodes(&lab.dir)?;
+    // Listening before any BIRD starts: B's own blackhole can be written within milliseconds
+    // of its start, and a counter opened after it would wait for a third route forever.
+    let mut b_routes = counter_in(&nodes[1])?;
     let mut children = Vec::new();
     let mut a_blocks = vec![mesh::block(0)];
     for (i, node) in nodes.iter().enumerate() {
@@ -306,8 +309,7 @@ fn propagate_bird(trials: usize, dir: &Path) -> Result<Latency> {
             &node.dir.join("bird.log"),
         )?);
     }
-    let (a, b) = (&nodes[0], &nodes[1]);
-    let mut b_routes = counter_in(b)?;
+    let a = &nodes[0];
     // Converged first: B has A's and C's blocks and its own.
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(60) {
