@@ -37,7 +37,9 @@ enum Cmd {
         /// Write the results as JSON here too.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Working directory (logs, configs); a fresh temporary one by default.
+        /// Working directory (logs, configs); by default a fresh one under the temporary
+        /// directory, removed after a run that succeeded and kept (with its logs) after one that
+        /// failed.
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -107,15 +109,13 @@ fn main() -> Result<()> {
             json,
             dir,
         } => {
-            let dir = dir.unwrap_or_else(table::default_dir);
-            let results = table::run(&targets, prefixes, &dir, Duration::from_secs(timeout))?;
+            let dir = WorkDir::new(dir);
+            let results = dir.finish(
+                table::run(&targets, prefixes, &dir.path, Duration::from_secs(timeout)),
+                false,
+            )?;
             println!("{}", table::markdown(&results));
-            let text = serde_json::to_string_pretty(&results)?;
-            match json {
-                Some(p) => std::fs::write(p, text)?,
-                None => println!("{text}"),
-            }
-            Ok(())
+            write_json(&results, json)
         }
         Cmd::Mesh {
             nodes,
@@ -126,13 +126,16 @@ fn main() -> Result<()> {
             json,
             dir,
         } => {
-            let dir = dir.unwrap_or_else(table::default_dir);
-            let results = mesh::run(
-                &targets,
-                nodes.into(),
-                &dir,
-                Duration::from_secs(timeout),
-                Duration::from_secs(idle),
+            let dir = WorkDir::new(dir);
+            let results = dir.finish(
+                mesh::run(
+                    &targets,
+                    nodes.into(),
+                    &dir.path,
+                    Duration::from_secs(timeout),
+                    Duration::from_secs(idle),
+                    keep,
+                ),
                 keep,
             )?;
             println!("{}", mesh::markdown(&results));
@@ -144,18 +147,57 @@ fn main() -> Result<()> {
             json,
             dir,
         } => {
-            let dir = dir.unwrap_or_else(table::default_dir);
-            let results = latency::propagate(trials, &dir, !no_bird)?;
+            let dir = WorkDir::new(dir);
+            let results = dir.finish(latency::propagate(trials, &dir.path, !no_bird), false)?;
             println!("{}", latency::markdown(&results));
             write_json(&results, json)
         }
         Cmd::Cni { pods, json, dir } => {
-            let dir = dir.unwrap_or_else(table::default_dir);
-            let results = latency::cni_latency(pods, &dir)?;
+            let dir = WorkDir::new(dir);
+            let results = dir.finish(latency::cni_latency(pods, &dir.path), false)?;
             println!("{}", latency::markdown(&results));
             write_json(&results, json)
         }
         Cmd::RawWriter { prefixes, gateway } => table::raw_writer(prefixes, gateway),
+    }
+}
+
+/// A run's working directory: the one given, or a fresh one that only a failed run (or a kept
+/// lab) leaves behind.
+struct WorkDir {
+    path: PathBuf,
+    temporary: bool,
+}
+
+impl WorkDir {
+    fn new(given: Option<PathBuf>) -> WorkDir {
+        match given {
+            Some(path) => WorkDir {
+                path,
+                temporary: false,
+            },
+            None => WorkDir {
+                path: table::default_dir(),
+                temporary: true,
+            },
+        }
+    }
+
+    /// Removes a temporary directory after a run that succeeded; says where the logs are
+    /// after one that failed. `keep`: the run left a lab up whose files live there.
+    fn finish<T>(&self, run: Result<T>, keep: bool) -> Result<T> {
+        if self.temporary {
+            match &run {
+                Ok(_) if !keep => {
+                    if let Err(e) = std::fs::remove_dir_all(&self.path) {
+                        eprintln!("gingham-bench: cannot remove {}: {e}", self.path.display());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => eprintln!("gingham-bench: logs kept in {}", self.path.display()),
+            }
+        }
+        run
     }
 }
 
