@@ -137,8 +137,9 @@ pub struct SessionParams {
     pub send_hold_min: Duration,
 }
 
-/// The read buffer: two maximum-size messages (RFC 4271 §4.1) per read when a table streams in.
-const READ_BUF: usize = 8192;
+/// The read buffer: one maximum-size message (RFC 4271 §4.1) per read when a table streams in
+/// (it grows for an RFC 8654 extended message). One page: an agent holds one per peer.
+const READ_BUF: usize = 4096;
 
 /// RFC 9687 §3: the suggested send hold time floor.
 pub const SEND_HOLD_MIN: Duration = Duration::from_secs(8 * 60);
