@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -518,7 +517,7 @@ impl Store for EtcdStore {
     }
 
     fn watch(&self, kind: Kind) -> Result<Watch, StoreError> {
-        let (tx, rx) = sync_channel(WATCH_QUEUE);
+        let (tx, rx) = super::queue::bounded(WATCH_QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
         let task = WatchTask {
             client: self.client.clone(),
@@ -547,7 +546,7 @@ struct WatchTask {
     client: Client,
     kind: Kind,
     kind_prefix: String,
-    tx: SyncSender<WatchEvent>,
+    tx: super::queue::QueueTx<WatchEvent>,
     stop: Arc<AtomicBool>,
     health: Arc<Health>,
 }

@@ -13,13 +13,14 @@ use std::ffi::OsStr;
 use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{RecvTimeoutError, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use inotify::{EventMask, WatchDescriptor, WatchMask, Watches};
 
 use super::file::{list_dir, read_one};
+use super::queue::{self, QueueRx, QueueTx};
 use super::watch_state::Seen;
 use super::WATCH_QUEUE;
 use super::{names, Kind, StoreError, Watch, WatchEvent};
@@ -47,7 +48,7 @@ const DIR_QUEUE: usize = if cfg!(test) { 8 } else { 1024 };
 /// One watch as the inotify thread sees it.
 struct Listener {
     id: u64,
-    tx: SyncSender<DirEvent>,
+    tx: QueueTx<DirEvent>,
     lagging: Arc<AtomicBool>,
 }
 
@@ -159,7 +160,7 @@ struct Registration {
 impl Registration {
     fn new(
         dir: &Path,
-        tx: SyncSender<DirEvent>,
+        tx: QueueTx<DirEvent>,
         lagging: Arc<AtomicBool>,
     ) -> std::io::Result<Registration> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -212,9 +213,9 @@ pub(super) fn spawn(kind: Kind, dir: PathBuf) -> Result<Watch, StoreError> {
 }
 
 fn spawn_with(kind: Kind, dir: PathBuf, force_polling: bool) -> Result<Watch, StoreError> {
-    let (tx, rx) = sync_channel(WATCH_QUEUE);
+    let (tx, rx) = queue::bounded(WATCH_QUEUE);
     let stop = Arc::new(AtomicBool::new(false));
-    let (dtx, drx) = sync_channel(DIR_QUEUE);
+    let (dtx, drx) = queue::bounded(DIR_QUEUE);
     let lagging = Arc::new(AtomicBool::new(false));
     // Registered before the first listing, so a change in between is not missed (reading it
     // twice is harmless: `Seen` sends only what differs).
@@ -260,7 +261,7 @@ fn spawn_with(kind: Kind, dir: PathBuf, force_polling: bool) -> Result<Watch, St
 
 /// Hands events to the reader, waiting while its queue is full (this thread is the watch's
 /// own); false when the reader is gone.
-fn send(tx: &SyncSender<WatchEvent>, out: &mut Vec<WatchEvent>) -> bool {
+fn send(tx: &QueueTx<WatchEvent>, out: &mut Vec<WatchEvent>) -> bool {
     out.drain(..).all(|ev| tx.send(ev).is_ok())
 }
 
@@ -281,10 +282,10 @@ fn read_changed(kind: Kind, dir: &Path, file: &str, seen: &mut Seen, out: &mut V
 fn follow_events(
     kind: Kind,
     dir: &Path,
-    events: &Receiver<DirEvent>,
+    events: &QueueRx<DirEvent>,
     lagging: &AtomicBool,
     seen: &mut Seen,
-    tx: &SyncSender<WatchEvent>,
+    tx: &QueueTx<WatchEvent>,
     stop: &AtomicBool,
     _registration: Registration,
 ) {
@@ -343,7 +344,7 @@ fn follow_by_polling(
     dir: &Path,
     inodes: &mut HashMap<String, u64>,
     seen: &mut Seen,
-    tx: &SyncSender<WatchEvent>,
+    tx: &QueueTx<WatchEvent>,
     stop: &AtomicBool,
 ) {
     let mut out = Vec::new();

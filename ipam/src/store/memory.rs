@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::queue::{self, QueueTx};
 use super::StoreError;
 use super::{Kind, Listing, Record, Revision, Store, Watch, WatchEvent};
 
@@ -13,7 +13,7 @@ struct State {
     records: BTreeMap<(Kind, String), Record>,
     /// One global counter, so a deleted and re-created record never repeats a revision.
     next_revision: u64,
-    watchers: Vec<(Kind, Sender<WatchEvent>, Arc<AtomicBool>)>,
+    watchers: Vec<(Kind, QueueTx<WatchEvent>, Arc<AtomicBool>)>,
 }
 
 impl State {
@@ -178,7 +178,7 @@ impl Store for MemoryStore {
     fn watch(&self, kind: Kind) -> Result<Watch, StoreError> {
         // Unbounded on purpose: the memory store is the tests' backend, never the agent's,
         // and a test that writes before it reads its watch must not deadlock on its own lock.
-        let (tx, rx) = channel();
+        let (tx, rx) = queue::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
         let mut st = self.lock();
         // Holding the lock while sending the snapshot means no change can slip in between.

@@ -14,12 +14,12 @@ mod file_watch;
 pub mod kube;
 mod memory;
 mod names;
+mod queue;
 mod runtime;
 mod watch_state;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,12 +154,12 @@ pub(crate) const WATCH_QUEUE: usize = if cfg!(test) { 16 } else { 4096 };
 
 /// The receiving end of a watch. Dropping it stops the watch.
 pub struct Watch {
-    rx: Receiver<WatchEvent>,
+    rx: queue::QueueRx<WatchEvent>,
     stop: Arc<AtomicBool>,
 }
 
 impl Watch {
-    pub(crate) fn new(rx: Receiver<WatchEvent>, stop: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(rx: queue::QueueRx<WatchEvent>, stop: Arc<AtomicBool>) -> Self {
         Watch { rx, stop }
     }
 
@@ -171,7 +171,7 @@ impl Watch {
 
     /// The next event if one is waiting.
     pub fn try_recv(&self) -> Option<WatchEvent> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv()
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, TrySendError};
 use std::time::Duration;
 
 use super::{StoreError, WatchEvent};
@@ -101,7 +101,10 @@ impl Health {
 /// Sends a watch's events to its reader; false when the reader is gone. A full queue is waited
 /// out without blocking the store's runtime, which serves every other call: the reader is
 /// slow, and the datastore keeps its history until we read on (or we list again).
-pub(super) async fn send_all(tx: &SyncSender<WatchEvent>, events: Vec<WatchEvent>) -> bool {
+pub(super) async fn send_all(
+    tx: &super::queue::QueueTx<WatchEvent>,
+    events: Vec<WatchEvent>,
+) -> bool {
     for mut ev in events {
         loop {
             match tx.try_send(ev) {

@@ -39,7 +39,6 @@ pub(crate) fn in_memory(nodes: &[&str]) -> Arc<dyn Store> {
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -698,7 +697,7 @@ impl Store for KubeStore {
     }
 
     fn watch(&self, kind: Kind) -> Result<Watch, StoreError> {
-        let (tx, rx) = sync_channel(super::WATCH_QUEUE);
+        let (tx, rx) = super::queue::bounded(super::WATCH_QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
         let task = watch::WatchTask {
             client: self.client.clone(),

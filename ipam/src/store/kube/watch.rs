@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +31,7 @@ pub(super) struct WatchTask {
     pub client: Client,
     pub namespace: String,
     pub kind: Kind,
-    pub tx: SyncSender<WatchEvent>,
+    pub tx: crate::store::queue::QueueTx<WatchEvent>,
     pub stop: Arc<AtomicBool>,
 }
 
