@@ -36,7 +36,9 @@ use crate::wire::{
 };
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -263,10 +265,7 @@ where
     // Report the close first: the speaker withdraws the peer's routes as soon as the
     // connection is gone. Then flush what is queued (typically the NOTIFICATION) and close.
     let reason = d.reason.clone().unwrap_or(DownReason::TcpFailed);
-    let _ = d
-        .events
-        .send((d.params.conn, SessionEvent::Closed(reason.clone())))
-        .await;
+    d.emit(SessionEvent::Closed(reason.clone())).await;
     d.keepalive.send_replace(0);
     let flush = async {
         while let Some(b) = d.out.pop_front() {
@@ -413,12 +412,24 @@ impl Driver {
         }
     }
 
-    async fn emit(&mut self, ev: SessionEvent) {
-        let _ = self.events.send((self.params.conn, ev)).await;
+    /// Hands an event to the speaker. Boxed: a send future holds the event twice over (about
+    /// 1 KB), and inline it would sit in every session task's state for the task's life (one
+    /// task per peer); an allocation per event the speaker hears of costs less.
+    fn emit(&mut self, ev: SessionEvent) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let conn = self.params.conn;
+        Box::pin(async move {
+            let _ = self.events.send((conn, ev)).await;
+        })
     }
 
-    /// Runs one FSM event and carries out its actions.
-    async fn feed(&mut self, event: Event) {
+    /// Runs one FSM event and carries out its actions. Boxed, like `emit`: awaited inline,
+    /// its state (an FSM event, an action, an event for the speaker) would take 1 KB of every
+    /// session task for the task's life.
+    fn feed(&mut self, event: Event) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.run_event(event))
+    }
+
+    async fn run_event(&mut self, event: Event) {
         let before = self.fsm.state();
         let actions = self.fsm.handle(event);
         let after = self.fsm.state();
