@@ -502,7 +502,15 @@ pub fn markdown(results: &[TableResult]) -> String {
     s
 }
 
-/// Where bench runs keep their files unless told otherwise.
+/// Where bench runs keep their files unless told otherwise. The time is in the name too: a
+/// failed run keeps its directory, and a later run with the same pid must not reuse it.
 pub fn default_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("gingham-bench-{}", std::process::id()))
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    std::env::temp_dir().join(format!(
+        "gingham-bench-{}-{}",
+        std::process::id(),
+        since.as_millis()
+    ))
 }

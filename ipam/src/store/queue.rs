@@ -3,8 +3,9 @@
 //! std's `sync_channel(n)` allocates and writes all `n` slots when it is made: a watch queue of
 //! 4,096 events cost 426 KB of resident memory per watch in every agent, though a watch
 //! rarely holds more than a few events. This is std's unbounded channel (slots allocated in
-//! small blocks as they fill) with a count of what is queued: the same bound, and the same
-//! `try_send` / `send` / `recv_timeout` as `sync_channel`.
+//! small blocks as they fill) with a count of what is queued: the same bound, and `try_send`,
+//! `send` and `recv_timeout` as `sync_channel` has them, except that a `send` into a full queue
+//! looks again every millisecond instead of sleeping until a place frees.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SendError, TrySendError};
@@ -58,13 +59,27 @@ impl<T> Clone for QueueTx<T> {
 }
 
 impl<T> QueueTx<T> {
-    /// Queues `v` unless the queue is full or its reader is gone.
+    /// Queues `v` unless its reader is gone or the queue is full (in that order, as
+    /// `sync_channel`: a sender waiting out a full queue learns that nobody will read it).
     pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
         let s = &self.shared;
-        // Taking the place first keeps the bound exact with several senders.
-        if s.len.fetch_add(1, Ordering::AcqRel) >= s.cap {
-            s.len.fetch_sub(1, Ordering::AcqRel);
-            return Err(TrySendError::Full(v));
+        if s.reader_gone.load(Ordering::Acquire) {
+            return Err(TrySendError::Disconnected(v));
+        }
+        // Take a place before sending: the bound holds with several senders, and a sender
+        // never sees `Full` because of another one's failed attempt.
+        let mut len = s.len.load(Ordering::Acquire);
+        loop {
+            if len >= s.cap {
+                return Err(TrySendError::Full(v));
+            }
+            match s
+                .len
+                .compare_exchange_weak(len, len + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => len = now,
+            }
         }
         self.tx.send(v).map_err(|SendError(v)| {
             s.len.fetch_sub(1, Ordering::AcqRel);
@@ -79,9 +94,6 @@ impl<T> QueueTx<T> {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Disconnected(back)) => return Err(SendError(back)),
                 Err(TrySendError::Full(back)) => {
-                    if self.shared.reader_gone.load(Ordering::Acquire) {
-                        return Err(SendError(back));
-                    }
                     v = back;
                     std::thread::sleep(FULL_WAIT);
                 }
@@ -160,6 +172,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         drop(rx);
         assert_eq!(sender.join().unwrap(), Err(SendError(4)));
+    }
+
+    #[test]
+    fn a_full_queue_whose_reader_is_gone_says_so() {
+        let (tx, rx) = bounded(1);
+        tx.try_send(1).unwrap();
+        assert!(matches!(tx.try_send(2), Err(TrySendError::Full(2))));
+        drop(rx);
+        assert!(matches!(tx.try_send(3), Err(TrySendError::Disconnected(3))));
+        assert_eq!(tx.send(4), Err(SendError(4)));
     }
 
     #[test]
