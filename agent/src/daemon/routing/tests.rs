@@ -154,6 +154,24 @@ fn batch(events: Vec<RouteEvent>) -> RouteBatch {
     }
 }
 
+/// IPAM's read of this node's blocks (no borrowed addresses), as the local task sends it.
+async fn read_local(o: &mut RoutingOwner<FakeKernel>, blocks: &[&str]) {
+    o.handle(RoutingMsg::Local {
+        blocks: blocks.iter().map(|b| net(b)).collect(),
+        borrowed: vec![],
+        done: None,
+    })
+    .await
+    .unwrap();
+}
+
+/// A block the CNI handler has just claimed.
+async fn claim(o: &mut RoutingOwner<FakeKernel>, block: &str) {
+    o.handle(RoutingMsg::NewBlock(net(block), oneshot::channel().0))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn peer_routes_become_via_routes_in_one_batch_and_go_when_withdrawn() {
     let k = FakeKernel::default();
@@ -217,13 +235,7 @@ async fn local_blocks_are_announced_and_blackholed_but_not_a_slash_32() {
         ]
     );
     // Released: withdrawn from BGP, and its blackhole goes.
-    o.handle(RoutingMsg::Local {
-        blocks: vec![],
-        borrowed: vec![],
-        done: None,
-    })
-    .await
-    .unwrap();
+    read_local(&mut o, &[]).await;
     assert!(o.speaker.routes().await.unwrap().is_empty());
     o.apply_batch(batch(vec![withdrawn("192.168.9.0/26")]))
         .await;
@@ -235,13 +247,7 @@ async fn local_blocks_are_announced_and_blackholed_but_not_a_slash_32() {
 async fn another_nodes_route_to_our_block_replaces_its_blackhole_until_withdrawn() {
     let k = FakeKernel::default();
     let (mut o, _sub) = owner(&k).await;
-    o.handle(RoutingMsg::Local {
-        blocks: vec![net("192.168.9.0/26")],
-        borrowed: vec![],
-        done: None,
-    })
-    .await
-    .unwrap();
+    read_local(&mut o, &["192.168.9.0/26"]).await;
     o.apply_batch(batch(vec![local("192.168.9.0/26")])).await;
     // Two affinities: the other node's route wins in the RIB.
     o.apply_batch(batch(vec![best("192.168.9.0/26", PEER)]))
@@ -528,52 +534,18 @@ async fn a_claimed_block_is_announced_at_once_and_outlives_a_stale_read() {
     let (mut o, _sub) = owner(&k).await;
     let announced = |o: &RoutingOwner<FakeKernel>| o.view().announced;
     // The claim is confirmed: announced before IPAM's next read.
-    o.handle(RoutingMsg::NewBlock(
-        net("192.168.9.0/26"),
-        oneshot::channel().0,
-    ))
-    .await
-    .unwrap();
+    claim(&mut o, "192.168.9.0/26").await;
     assert!(announced(&o).contains(&net("192.168.9.0/26")));
     // A read of IPAM that began before the claim does not show it: the block stays.
-    o.handle(RoutingMsg::Local {
-        blocks: vec![],
-        borrowed: vec![],
-        done: None,
-    })
-    .await
-    .unwrap();
+    read_local(&mut o, &[]).await;
     assert!(announced(&o).contains(&net("192.168.9.0/26")));
     // A read that shows it takes over; a later one without it (released) withdraws it.
-    o.handle(RoutingMsg::Local {
-        blocks: vec![net("192.168.9.0/26")],
-        borrowed: vec![],
-        done: None,
-    })
-    .await
-    .unwrap();
-    o.handle(RoutingMsg::Local {
-        blocks: vec![],
-        borrowed: vec![],
-        done: None,
-    })
-    .await
-    .unwrap();
+    read_local(&mut o, &["192.168.9.0/26"]).await;
+    read_local(&mut o, &[]).await;
     assert!(announced(&o).is_empty());
     // And a claim no read ever confirms goes after its grace.
-    o.handle(RoutingMsg::NewBlock(
-        net("192.168.10.0/26"),
-        oneshot::channel().0,
-    ))
-    .await
-    .unwrap();
+    claim(&mut o, "192.168.10.0/26").await;
     tokio::time::advance(CLAIM_GRACE + Duration::from_secs(1)).await;
-    o.handle(RoutingMsg::Local {
-        blocks: vec![],
-        borrowed: vec![],
-        done: None,
-    })
-    .await
-    .unwrap();
+    read_local(&mut o, &[]).await;
     assert!(announced(&o).is_empty());
 }
