@@ -147,8 +147,9 @@ impl Agent {
             && announced
             && self
                 .routing
-                .blocks()
+                .view()
                 .await?
+                .blocks
                 .iter()
                 .any(|b| b.contains(&done.ip));
         if !routed {

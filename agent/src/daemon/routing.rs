@@ -190,7 +190,6 @@ impl RoutingHandle {
         rx.await.map_err(|_| AgentError::OwnerStopped)
     }
 
-    /// Sends IPAM's view of this node's blocks; returns once the announcements are made.
     /// A block claimed just now: returns once it is announced.
     pub async fn new_block(&self, block: Ipv4Net) -> Result<(), AgentError> {
         let (done, rx) = oneshot::channel();
@@ -198,13 +197,7 @@ impl RoutingHandle {
         rx.await.map_err(|_| AgentError::OwnerStopped)
     }
 
-    /// This node's blocks as the owner has them now.
-    pub async fn blocks(&self) -> Result<BTreeSet<Ipv4Net>, AgentError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(RoutingMsg::View(tx)).await?;
-        Ok(rx.await.map_err(|_| AgentError::OwnerStopped)?.blocks)
-    }
-
+    /// Sends IPAM's view of this node's blocks; returns once the announcements are made.
     pub async fn set_local(
         &self,
         blocks: Vec<Ipv4Net>,
