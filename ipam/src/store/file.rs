@@ -126,6 +126,15 @@ impl FileStore {
 }
 
 /// Reads the records of one kind whose file name starts with `prefix` (escaped).
+/// The stem of a record's file name (`<stem>.json`). Hidden files are temporaries of writes in
+/// progress (or left by a crash), never records.
+pub(super) fn record_stem(fname: &str) -> Option<&str> {
+    if fname.starts_with('.') {
+        return None;
+    }
+    fname.strip_suffix(".json")
+}
+
 pub(super) fn list_dir(dir: &Path, kind: Kind, prefix: &str) -> Result<Listing, StoreError> {
     let mut listing = Listing::default();
     let entries = fs::read_dir(dir).map_err(|e| StoreError::io("cannot list", dir, e))?;
@@ -135,16 +144,14 @@ pub(super) fn list_dir(dir: &Path, kind: Kind, prefix: &str) -> Result<Listing, 
         let Some(fname) = fname.to_str() else {
             continue;
         };
-        // Hidden files are temporaries of writes in progress (or left by a crash).
-        if fname.starts_with('.') || !fname.ends_with(".json") || !fname.starts_with(prefix) {
+        let Some(stem) = record_stem(fname).filter(|_| fname.starts_with(prefix)) else {
             continue;
-        }
+        };
         match read_record(&entry.path(), kind) {
             Ok(Some(rec)) => listing.records.push(rec),
             Ok(None) => {} // deleted since the directory was read
             Err(StoreError::Corrupt { path, reason }) => {
                 tracing::warn!(%path, %reason, "skipping unreadable record");
-                let stem = &fname[..fname.len() - ".json".len()];
                 // A file no name escapes to is still reported, under its file name.
                 let name = names::unescape(stem).unwrap_or_else(|| stem.to_string());
                 listing.errors.push(CorruptRecord {
@@ -288,11 +295,11 @@ impl Store for FileStore {
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io("cannot list", &dir, e))?;
             let fname = entry.file_name();
-            let Some(f) = fname.to_str() else { continue };
-            if f.starts_with('.') || !f.ends_with(".json") {
-                continue;
-            }
-            if let Some(name) = names::unescape(&f[..f.len() - ".json".len()]) {
+            if let Some(name) = fname
+                .to_str()
+                .and_then(record_stem)
+                .and_then(names::unescape)
+            {
                 out.push(name);
             }
         }

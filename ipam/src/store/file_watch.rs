@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use inotify::{EventMask, WatchDescriptor, WatchMask, Watches};
 
-use super::file::{list_dir, read_one};
+use super::file::{list_dir, read_one, record_stem};
 use super::queue::{self, QueueRx, QueueTx};
 use super::watch_state::Seen;
 use super::WATCH_QUEUE;
@@ -138,8 +138,7 @@ impl Inotify {
             let Some(file) = ev.name.and_then(OsStr::to_str) else {
                 continue;
             };
-            // Hidden files are the temporaries of writes in progress.
-            if file.starts_with('.') || !file.ends_with(".json") {
+            if record_stem(file).is_none() {
                 continue;
             }
             if let Some(route) = routes.get(&ev.wd) {
@@ -267,8 +266,7 @@ fn send(tx: &QueueTx<WatchEvent>, out: &mut Vec<WatchEvent>) -> bool {
 
 /// Reads one changed file into `out`.
 fn read_changed(kind: Kind, dir: &Path, file: &str, seen: &mut Seen, out: &mut Vec<WatchEvent>) {
-    let stem = &file[..file.len() - ".json".len()];
-    let Some(name) = names::unescape(stem) else {
+    let Some(name) = record_stem(file).and_then(names::unescape) else {
         return; // no record name escapes to this file: not a record
     };
     match read_one(&dir.join(file), kind, &name) {
@@ -331,7 +329,7 @@ fn inode_map(dir: &Path) -> std::io::Result<HashMap<String, u64>> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         if let Some(f) = entry.file_name().to_str() {
-            if !f.starts_with('.') && f.ends_with(".json") {
+            if record_stem(f).is_some() {
                 map.insert(f.to_string(), entry.ino());
             }
         }
