@@ -1,5 +1,5 @@
 //! A Kubernetes API server in memory, over plain HTTP, for tests of the `kubernetes` datastore
-//! with real agents in network namespaces: the store's own test API (`ipam`'s `fake-api`)
+//! with real agents in network namespaces: the store's own test API (`ipam::store::kube::fake`)
 //! behind a socket. It serves what the agent uses (Nodes, Leases, the gingham.io custom
 //! resources; get, list, watch, create, replace, merge patch, delete with preconditions) and
 //! nothing else: no discovery, no authentication, no schema validation. Not for production.

@@ -5,8 +5,8 @@
 //! patches, label selectors, and watches from a resourceVersion that answer 410 Gone below the
 //! last compaction. Every request is logged.
 //!
-//! Built for tests only (the `fake-api` feature): `interop-tests` serves it over HTTP so that
-//! agents in network namespaces can run on the `kubernetes` datastore without a cluster.
+//! For tests only: `interop-tests` serves it over HTTP so that agents in network namespaces can
+//! run on the `kubernetes` datastore without a cluster. Nothing in the agent uses it.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -20,7 +20,6 @@ pub mod names;
 mod objects;
 mod watch;
 
-#[cfg(any(test, feature = "fake-api"))]
 pub mod fake;
 #[cfg(test)]
 mod tests;
