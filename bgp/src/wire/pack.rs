@@ -35,13 +35,17 @@ pub fn encode_updates(
             });
         }
     }
-    let prefix_bytes: usize = withdrawn.iter().chain(nlri).map(nlri::v4_len).sum();
-    let mut buf = BytesMut::with_capacity((prefix_bytes + max).min(16 * max));
-    let mut msgs =
-        Vec::with_capacity(prefix_bytes / (max - UPDATE_OVERHEAD - attr_buf.len()).max(1) + 2);
+    let mut left: usize = withdrawn.iter().chain(nlri).map(nlri::v4_len).sum();
+    let count = left / (max - UPDATE_OVERHEAD - attr_buf.len()).max(1) + 2;
+    // Sized to what the messages take, not to a maximum-size message each: every message is a
+    // slice of this one allocation and keeps all of it alive until the last is written, and a
+    // mesh sends one small UPDATE to each of hundreds of peers.
+    let mut buf =
+        BytesMut::with_capacity((left + count * (UPDATE_OVERHEAD + attr_buf.len())).min(16 * max));
+    let mut msgs = Vec::with_capacity(count);
     let (mut w, mut n) = (withdrawn, nlri);
     while !w.is_empty() || !n.is_empty() {
-        buf.reserve(max);
+        buf.reserve(max.min(UPDATE_OVERHEAD + attr_buf.len() + left));
         let start = header::begin(&mut buf, MessageType::Update);
         let mut room = max - UPDATE_OVERHEAD;
 
@@ -57,12 +61,14 @@ pub fn encode_updates(
                 buf.put_u16(attr_buf.len() as u16);
                 buf.put_slice(&attr_buf);
                 room -= attr_buf.len();
+                left += attr_buf.len(); // taken from `room` below, but no prefix
                 let taken = fill(&mut buf, n, &mut room);
                 n = &n[taken..];
             }
             _ => buf.put_u16(0),
         }
         header::finish(&mut buf, start, max)?;
+        left -= max - UPDATE_OVERHEAD - room;
         msgs.push(buf.split().freeze());
     }
     Ok(msgs)
