@@ -88,10 +88,9 @@ pub fn call<T: DeserializeOwned>(
             kind: response.kind,
         });
     }
-    serde_json::from_value(response.result.unwrap_or(serde_json::Value::Null)).map_err(|source| {
-        ClientError::BadResponse {
-            path: socket.to_path_buf(),
-            source,
-        }
+    let result = response.result.as_deref().map_or("null", |r| r.get());
+    serde_json::from_str(result).map_err(|source| ClientError::BadResponse {
+        path: socket.to_path_buf(),
+        source,
     })
 }
