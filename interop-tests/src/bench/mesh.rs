@@ -195,6 +195,33 @@ pub(crate) fn start_daemon(
         .with_context(|| format!("starting {} in {ns}", argv[0]))
 }
 
+/// How many of the functions `agent/hot-symbols.txt` lists the agent binary has. A release
+/// build lays those out together (agent/build.rs); names it no longer has (a new toolchain,
+/// new dependencies) leave the agent's code spread out again, and its resident memory grows.
+fn hot_symbols_found(agent: &Path) -> Result<(usize, usize)> {
+    let list = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../agent/hot-symbols.txt"
+    ))
+    .context("reading agent/hot-symbols.txt")?;
+    let out = Command::new("nm")
+        .arg("--defined-only")
+        .arg(agent)
+        .output()
+        .context("running nm (binutils)")?;
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    let names: std::collections::HashSet<&str> = symbols
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    let listed: Vec<&str> = list
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let found = listed.iter().filter(|n| names.contains(**n)).count();
+    Ok((found, listed.len()))
+}
+
 fn cpu_sum(pids: &[i32]) -> f64 {
     pids.iter()
         .map(|p| proc_stats::cpu_seconds(*p).unwrap_or(0.0))
@@ -276,6 +303,18 @@ fn run_one(
         }
     }
     let agent_bin = std::env::current_exe()?.with_file_name("gingham-agent");
+    if target == MeshTarget::Gingham {
+        let (found, listed) = hot_symbols_found(&agent_bin)?;
+        eprintln!(
+            "mesh gingham: {found} of the {listed} functions in agent/hot-symbols.txt are in {}{}",
+            agent_bin.display(),
+            if found * 10 < listed * 9 {
+                " (a debug build, or the list is stale: scripts/hot-symbols writes it again)"
+            } else {
+                ""
+            }
+        );
+    }
     let start = Instant::now();
     let mut children = Vec::with_capacity(n);
     for (i, node) in nodes.iter().enumerate() {
