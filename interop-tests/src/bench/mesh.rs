@@ -209,6 +209,13 @@ fn hot_symbols_found(agent: &Path) -> Result<(usize, usize)> {
         .arg(agent)
         .output()
         .context("running nm (binutils)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "nm {}: {}",
+            agent.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     let symbols = String::from_utf8_lossy(&out.stdout);
     let names: std::collections::HashSet<&str> = symbols
         .lines()
@@ -304,16 +311,18 @@ fn run_one(
     }
     let agent_bin = std::env::current_exe()?.with_file_name("gingham-agent");
     if target == MeshTarget::Gingham {
-        let (found, listed) = hot_symbols_found(&agent_bin)?;
-        eprintln!(
-            "mesh gingham: {found} of the {listed} functions in agent/hot-symbols.txt are in {}{}",
-            agent_bin.display(),
-            if found * 10 < listed * 9 {
-                " (a debug build, or the list is stale: scripts/hot-symbols writes it again)"
-            } else {
-                ""
-            }
-        );
+        match hot_symbols_found(&agent_bin) {
+            Ok((found, listed)) => eprintln!(
+                "mesh gingham: {found} of the {listed} functions in agent/hot-symbols.txt are in {}{}",
+                agent_bin.display(),
+                if found * 10 < listed * 9 {
+                    " (a debug build, or the list is stale: scripts/hot-symbols writes it again)"
+                } else {
+                    ""
+                }
+            ),
+            Err(e) => eprintln!("mesh gingham: cannot check the agent's code layout: {e:#}"),
+        }
     }
     let start = Instant::now();
     let mut children = Vec::with_capacity(n);
