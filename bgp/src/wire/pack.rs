@@ -51,7 +51,9 @@ pub fn encode_updates(
 
         let wlen_at = buf.len();
         buf.put_u16(0);
+        let before = room;
         let taken = fill(&mut buf, w, &mut room);
+        left -= before - room;
         w = &w[taken..];
         let wlen = (buf.len() - wlen_at - 2) as u16;
         buf[wlen_at..wlen_at + 2].copy_from_slice(&wlen.to_be_bytes());
@@ -61,14 +63,14 @@ pub fn encode_updates(
                 buf.put_u16(attr_buf.len() as u16);
                 buf.put_slice(&attr_buf);
                 room -= attr_buf.len();
-                left += attr_buf.len(); // taken from `room` below, but no prefix
+                let before = room;
                 let taken = fill(&mut buf, n, &mut room);
+                left -= before - room;
                 n = &n[taken..];
             }
             _ => buf.put_u16(0),
         }
         header::finish(&mut buf, start, max)?;
-        left -= max - UPDATE_OVERHEAD - room;
         msgs.push(buf.split().freeze());
     }
     Ok(msgs)
